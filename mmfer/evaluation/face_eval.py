@@ -1,0 +1,107 @@
+"""Evaluate a trained face model on a FER-2013 split and write a report folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmfer.data.fer2013 import FOLDER_SPLITS, load_fer2013
+from mmfer.emotions import EMOTIONS
+from mmfer.evaluation.metrics import classification_report
+from mmfer.evaluation.report import write_report
+from mmfer.face.artifact import load_face_model
+
+
+@torch.no_grad()
+def predict_probs(model: torch.nn.Module, images_uint8: np.ndarray, batch_size: int = 256,
+                  tta_flip: bool = False, device: str | torch.device = "cpu") -> np.ndarray:
+    """Softmax probabilities (N, K) float32 for grey uint8 faces (N, H, W).
+
+    The model is moved to ``device`` and run in eval mode (its previous train/eval mode is
+    restored). With ``tta_flip`` the softmax of each face and of its horizontal mirror are averaged.
+    """
+    images = np.asarray(images_uint8)
+    if images.ndim == 4 and images.shape[1] == 1:
+        images = images[:, 0]
+    if images.ndim != 3:
+        raise ValueError(f"expected grey images of shape (N, H, W), got {images.shape}")
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    device = torch.device(device)
+    was_training = model.training
+    model.eval().to(device)
+    out: list[np.ndarray] = []
+    try:
+        for start in range(0, len(images), batch_size):
+            batch = np.ascontiguousarray(images[start:start + batch_size])
+            x = torch.from_numpy(batch).to(device).float().div_(255.0).unsqueeze(1)
+            probs = torch.softmax(model(x).float(), dim=1)
+            if tta_flip:
+                probs = 0.5 * (probs + torch.softmax(model(torch.flip(x, dims=[-1])).float(), dim=1))
+            out.append(probs.cpu().numpy())
+    finally:
+        model.train(was_training)
+    if not out:
+        raise ValueError("no images to predict")
+    return np.concatenate(out).astype(np.float32, copy=False)
+
+
+def evaluate_face(model_name_or_dir: str | Path | None, split: str = "PrivateTest",
+                  data_root: str | Path | None = None, labels: str = "fer2013", tta_flip: bool = False,
+                  out_dir: str | Path | None = None, batch_size: int = 256, limit: int | None = None,
+                  device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Evaluate a face model on one FER-2013 split; write and return the report (with ``"paths"``).
+
+    Args:
+        model_name_or_dir: shipped model name or model folder (None: the default shipped model).
+        split: Training, PublicTest or PrivateTest (train/val/test accepted).
+        data_root: dataset root (default ``$MMFER_DATA_ROOT``, then ``./data``).
+        labels: fer2013, ferplus or ferplus-soft (soft labels are scored by their majority class).
+        tta_flip: average predictions with the horizontally mirrored face.
+        out_dir: report folder; default ``reports/face/<model name>/<split>[_tta]``.
+        limit: evaluate only the first ``limit`` rows of the split (a quick check, not a full score).
+    """
+    model, card = load_face_model(model_name_or_dir, device=device)
+    classes = tuple(card.get("classes", ()))
+    if classes != EMOTIONS:
+        raise ValueError(
+            f"model {card.get('_dir', model_name_or_dir)} predicts {list(classes)}, but FER-2013 evaluation "
+            f"needs exactly the canonical classes in order {list(EMOTIONS)}"
+        )
+    split = FOLDER_SPLITS.get(split, split)
+    data = load_fer2013(split, root=data_root, labels=labels)
+    images, y_true = data.images, data.labels
+    total = len(y_true)
+    if limit is not None:
+        if limit < 1:
+            raise ValueError("limit must be >= 1 (or None for the whole split)")
+        images, y_true = images[:limit], y_true[:limit]
+    probs = predict_probs(model, images, batch_size=batch_size, tta_flip=tta_flip, device=device)
+    report = classification_report(y_true, probs, EMOTIONS)
+    name = str(card.get("name") or Path(card["_dir"]).name)
+    if out_dir is None:
+        out_dir = Path("reports") / "face" / name / (split + ("_tta" if tta_flip else ""))
+    meta = {
+        "modality": "face",
+        "model": name,
+        "model_dir": card.get("_dir"),
+        "model_data_hash": card.get("data_hash"),
+        "dataset": "fer2013",
+        "labels": labels,
+        "data_root": str(data_root) if data_root is not None else None,
+        "data_hash": data.data_hash,
+        "split": split,
+        "tta": tta_flip,
+        "n": report["n"],
+        "split_size": total,
+        "limit": limit,
+        "subset": f"first {len(y_true)} of {total} rows of the split (limit={limit}); not a full-split score"
+        if limit is not None and limit < total else "full split",
+        "device": str(device),
+    }
+    title = f"Face model {name}: FER-2013 {split}" + (" (flip TTA)" if tta_flip else "")
+    paths = write_report(report, out_dir, title, meta, y_true=y_true, probs=probs)
+    return {**report, "meta": meta, "paths": paths}

@@ -1,0 +1,114 @@
+"""Trained face models on disk: ``model.safetensors`` + ``card.json`` (config, classes,
+preprocessing, metrics, data hash). Loading never unpickles anything."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from mmfer.config import ConfigError, FaceTrainCfg, from_dict, to_dict
+from mmfer.emotions import EMOTIONS, check_classes
+from mmfer.face.models import FaceNet, create_model
+from mmfer.paths import WEIGHTS_DIR
+
+CARD_VERSION = 1
+DEFAULT_FACE_MODEL = "face_lite0"
+
+
+class ModelLoadError(RuntimeError):
+    """A model folder or file that cannot be used; the message names it and why."""
+
+
+def preprocessing_spec(cfg: FaceTrainCfg) -> dict[str, Any]:
+    return {
+        "input": "grey face crop, float in [0, 1], shape (B, 1, 48, 48); the model resizes internally",
+        "crop": "detector box enlarged by the margin in mmfer.face.detect, squared, eye-aligned when landmarks exist",
+        "network_input_size": cfg.data.image_size,
+        "tta_flip": cfg.tta_flip,
+    }
+
+
+def save_face_model(model: FaceNet, cfg: FaceTrainCfg, out_dir: str | Path, metrics: dict[str, Any],
+                    data_hash: str, extra: dict[str, Any] | None = None) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "mmfer-face"})
+    card = {
+        "card_version": CARD_VERSION,
+        "kind": "face",
+        "name": cfg.name,
+        "classes": list(EMOTIONS[: cfg.model.num_classes]),
+        "config": to_dict(cfg),
+        "preprocessing": preprocessing_spec(cfg),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "metrics": metrics,
+        "data_hash": data_hash,
+        **(extra or {}),
+    }
+    (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    return out
+
+
+def resolve_model_dir(name_or_path: str | Path | None) -> Path:
+    """A shipped model name (``face_lite0``) or a folder with model.safetensors + card.json."""
+    if name_or_path is None:
+        name_or_path = DEFAULT_FACE_MODEL
+    path = Path(name_or_path)
+    if not path.exists() and (WEIGHTS_DIR / str(name_or_path)).is_dir():
+        path = WEIGHTS_DIR / str(name_or_path)
+    if path.is_file() and path.name in ("card.json", "model.safetensors"):
+        path = path.parent
+    if not path.is_dir():
+        shipped = sorted(p.name for p in WEIGHTS_DIR.iterdir() if p.is_dir()) if WEIGHTS_DIR.is_dir() else []
+        raise ModelLoadError(f"{name_or_path}: no such model folder or shipped model (shipped: {shipped})")
+    return path
+
+
+def read_card(model_dir: Path) -> dict[str, Any]:
+    card_path = model_dir / "card.json"
+    try:
+        card = json.loads(card_path.read_text())
+    except FileNotFoundError:
+        raise ModelLoadError(f"{card_path}: missing model card") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ModelLoadError(f"{card_path}: not valid JSON") from None
+    if not isinstance(card, dict) or card.get("kind") != "face":
+        raise ModelLoadError(f"{card_path}: not a face model card")
+    return card
+
+
+def load_face_model(name_or_path: str | Path | None = None,
+                    device: str | torch.device = "cpu") -> tuple[FaceNet, dict[str, Any]]:
+    """Load a trained face model and its card (safetensors only: no pickle)."""
+    model_dir = resolve_model_dir(name_or_path)
+    card = read_card(model_dir)
+    try:
+        cfg = from_dict(FaceTrainCfg, card["config"])
+        classes = check_classes(card["classes"])
+    except (ConfigError, KeyError, ValueError) as exc:
+        raise ModelLoadError(f"{model_dir / 'card.json'}: {exc}") from None
+    cfg.model.pretrained = False  # the trained weights below replace any initialisation
+    model = create_model(cfg.model, cfg.data.image_size)
+    weights = model_dir / "model.safetensors"
+    try:
+        state = load_file(str(weights))
+    except FileNotFoundError:
+        raise ModelLoadError(f"{weights}: missing weights file") from None
+    except (SafetensorError, OSError) as exc:
+        raise ModelLoadError(f"{weights}: not a valid safetensors file ({exc})") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ModelLoadError(f"{weights}: weights do not fit the card's architecture ({first})") from None
+    if len(classes) != cfg.model.num_classes:
+        raise ModelLoadError(f"{model_dir / 'card.json'}: {len(classes)} classes but the net has {cfg.model.num_classes}")
+    model.eval().to(device)
+    card["_dir"] = str(model_dir)
+    return model, card

@@ -1,0 +1,159 @@
+"""Face emotion recognition on photos: detect every face, crop, classify.
+
+Example:
+    >>> from mmfer import FaceEmotionRecognizer
+    >>> rec = FaceEmotionRecognizer()                    # shipped default model
+    >>> faces = rec.predict_image("photo.jpg")           # every face: box, emotion, probabilities
+    >>> probs = rec.predict_crops(crops_48x48)           # already-cropped faces -> (N, 7)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from mmfer.face.artifact import load_face_model
+from mmfer.io.images import load_image
+
+CROP_SIZE = 48
+
+
+@dataclass
+class FacePrediction:
+    """One face: ``box`` (x, y, w, h) in image pixels (None for a given crop), detector score,
+    top ``emotion`` and the probability of every class."""
+
+    emotion: str
+    confidence: float
+    probabilities: dict[str, float]
+    box: tuple[int, int, int, int] | None = None
+    score: float | None = None
+    landmarks: list[list[float]] | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"box": list(self.box) if self.box is not None else None, "detector_score": self.score,
+                "emotion": self.emotion, "confidence": self.confidence, "probabilities": self.probabilities}
+
+
+def _to_grey_crop(img: np.ndarray) -> np.ndarray:
+    """Any crop (grey, BGR, BGRA; uint8/uint16/float) -> (48, 48) uint8 grey."""
+    a = np.asarray(img)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim == 3:
+        a = cv2.cvtColor(a[:, :, :3], cv2.COLOR_BGR2GRAY) if a.shape[2] >= 3 else a[:, :, 0]
+    if a.ndim != 2 or min(a.shape) < 1:
+        raise ValueError(f"a face crop must be a 2-D grey or 3-D colour image, got shape {np.shape(img)}")
+    if a.dtype != np.uint8:
+        a = a.astype(np.float32)
+        lo, hi = float(a.min()), float(a.max())
+        a = ((a - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(a)).astype(np.uint8)
+    if a.shape != (CROP_SIZE, CROP_SIZE):
+        interp = cv2.INTER_AREA if min(a.shape) > CROP_SIZE else cv2.INTER_LINEAR
+        a = cv2.resize(a, (CROP_SIZE, CROP_SIZE), interpolation=interp)
+    return a
+
+
+class FaceEmotionRecognizer:
+    """Detector + face expression model, loaded once and reused.
+
+    Args:
+        model: a shipped model name (``face_lite0``) or a folder with model.safetensors + card.json.
+        detector: a :class:`~mmfer.face.detect.FaceDetector`, or a backend name (auto, yunet, haar).
+        device: ``cpu``, ``cuda`` or ``auto``.
+        tta_flip: average with the mirrored face; default: what the model card says.
+        yunet_model: path of a YuNet ONNX file (otherwise the user cache / a download / Haar).
+    """
+
+    def __init__(self, model: str | Path | None = None, detector: Any = "auto", device: str = "auto",
+                 tta_flip: bool | None = None, yunet_model: str | Path | None = None):
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.model, self.card = load_face_model(model, self.device)
+        self.classes: tuple[str, ...] = tuple(self.card["classes"])
+        self.tta_flip = bool(self.card.get("config", {}).get("tta_flip", True)) if tta_flip is None else tta_flip
+        self._detector = detector
+        self._yunet_model = yunet_model
+
+    @property
+    def detector(self) -> Any:
+        """Created on first use, so crop-only users never load a detector."""
+        from mmfer.face.detect import FaceDetector
+
+        if not isinstance(self._detector, FaceDetector):
+            self._detector = FaceDetector(backend=self._detector or "auto", model_path=self._yunet_model)
+        return self._detector
+
+    @torch.inference_mode()
+    def predict_crops(self, crops: np.ndarray | Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
+        """Class probabilities (N, K) for already-cropped faces (any size, grey or BGR)."""
+        if isinstance(crops, np.ndarray) and crops.ndim == 2:
+            crops = crops[None]
+        arr = np.stack([_to_grey_crop(c) for c in crops]) if len(crops) else np.zeros((0, 48, 48), np.uint8)
+        out = []
+        for i in range(0, len(arr), batch_size):
+            x = torch.from_numpy(arr[i : i + batch_size]).to(self.device).float().div_(255).unsqueeze(1)
+            p = self.model(x).softmax(1)
+            if self.tta_flip:
+                p = (p + self.model(x.flip(-1)).softmax(1)) / 2
+            out.append(p.float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+
+    def _wrap(self, probs: np.ndarray, faces: Sequence[Any] | None = None) -> list[FacePrediction]:
+        preds = []
+        for i, p in enumerate(probs):
+            k = int(p.argmax())
+            face = faces[i] if faces is not None else None
+            preds.append(FacePrediction(
+                emotion=self.classes[k], confidence=round(float(p[k]), 4),
+                probabilities={c: round(float(v), 4) for c, v in zip(self.classes, p)},
+                box=tuple(int(v) for v in face.box) if face is not None else None,
+                score=round(float(face.score), 4) if face is not None else None,
+                landmarks=face.landmarks.tolist() if face is not None and face.landmarks is not None else None,
+            ))
+        return preds
+
+    def predict_image(self, image: str | Path | np.ndarray, detect: bool = True) -> list[FacePrediction]:
+        """Every face in an image (a path or a BGR array). With ``detect=False`` the whole image
+        is taken as one face crop (FER-style 48x48 inputs)."""
+        from mmfer.face.detect import crop_faces
+
+        img = load_image(image) if isinstance(image, (str, Path)) else np.asarray(image)
+        if not detect:
+            return self._wrap(self.predict_crops([img]))
+        if img.ndim == 2:
+            img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+        faces = self.detector.detect(img)
+        if not faces:
+            return []
+        crops = crop_faces(img, faces, size=CROP_SIZE)
+        return self._wrap(self.predict_crops(crops), faces)
+
+    def predict_batch(self, images: Sequence[str | Path | np.ndarray], detect: bool = True) -> list[list[FacePrediction]]:
+        """:meth:`predict_image` over many images; all faces are classified in one batch."""
+        from mmfer.face.detect import crop_faces
+
+        loaded = [load_image(i) if isinstance(i, (str, Path)) else np.asarray(i) for i in images]
+        if not detect:
+            return [[p] for p in self._wrap(self.predict_crops(loaded))]
+        per_image, all_crops = [], []
+        for img in loaded:
+            if img.ndim == 2:
+                img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+            faces = self.detector.detect(img)
+            per_image.append(faces)
+            if faces:
+                all_crops.append(crop_faces(img, faces, size=CROP_SIZE))
+        probs = self.predict_crops(np.concatenate(all_crops)) if all_crops else np.zeros((0, len(self.classes)))
+        out, j = [], 0
+        for faces in per_image:
+            out.append(self._wrap(probs[j : j + len(faces)], faces))
+            j += len(faces)
+        return out

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Create .venv and install mmfer with its test extras, pinned by constraints.txt.
+# Uses uv when it can (about 10x faster than pip); falls back to pip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  if command -v uv >/dev/null 2>&1 || "$PY" -m pip install -q uv >/dev/null 2>&1; then
+    UV=$(command -v uv || echo "$PY -m uv")
+    $UV venv -q -p "$PY" .venv
+  else
+    "$PY" -m venv .venv
+  fi
+fi
+if command -v uv >/dev/null 2>&1 || "$PY" -m uv --version >/dev/null 2>&1; then
+  UV=$(command -v uv || echo "$PY -m uv")
+  $UV pip install -q -p .venv/bin/python -c constraints.txt -e ".[test]"
+else
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
+fi
+.venv/bin/python -c "import mmfer, torch; print(f'mmfer ready (torch {torch.__version__})')"
