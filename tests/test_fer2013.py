@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SHARED_DATA, needs_fer
 
+from conftest import SHARED_DATA, needs_fer
 from mmfer.data.fer2013 import DatasetError, load_csv_arrays, load_fer2013, load_ferplus_votes
 from mmfer.emotions import EMOTIONS
 

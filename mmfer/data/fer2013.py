@@ -112,7 +112,7 @@ def load_csv_arrays(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             pass  # a damaged cache is rebuilt below
     images, labels, splits = _decode_csv(path)
     folder.mkdir(parents=True, exist_ok=True)
-    for f, arr in zip(files, (images, labels, splits)):
+    for f, arr in zip(files, (images, labels, splits), strict=True):
         tmp = f.with_suffix(".tmp.npy")
         np.save(tmp, arr)
         tmp.replace(f)  # atomic: a killed process never leaves a half-written cache

@@ -108,7 +108,8 @@ def load_face_model(name_or_path: str | Path | None = None,
         first = str(exc).splitlines()[0]
         raise ModelLoadError(f"{weights}: weights do not fit the card's architecture ({first})") from None
     if len(classes) != cfg.model.num_classes:
-        raise ModelLoadError(f"{model_dir / 'card.json'}: {len(classes)} classes but the net has {cfg.model.num_classes}")
+        raise ModelLoadError(
+            f"{model_dir / 'card.json'}: {len(classes)} classes but the net has {cfg.model.num_classes}")
     model.eval().to(device)
     card["_dir"] = str(model_dir)
     return model, card

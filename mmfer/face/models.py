@@ -81,7 +81,7 @@ def _lite0_imagenet_state() -> dict[str, torch.Tensor] | None:
     if len(names) != len(src):
         raise RuntimeError("EfficientNet-Lite0 weights do not match timm's efficientnet_lite0 layout")
     out = {}
-    for (name, ref), (src_name, tensor) in zip(names, src.items()):
+    for (name, ref), (src_name, tensor) in zip(names, src.items(), strict=True):
         if ref.shape != tensor.shape:
             raise RuntimeError(f"EfficientNet-Lite0 weight {src_name} {tuple(tensor.shape)} != {name}")
         out[name] = tensor

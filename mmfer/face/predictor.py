@@ -113,7 +113,7 @@ class FaceEmotionRecognizer:
             face = faces[i] if faces is not None else None
             preds.append(FacePrediction(
                 emotion=self.classes[k], confidence=round(float(p[k]), 4),
-                probabilities={c: round(float(v), 4) for c, v in zip(self.classes, p)},
+                probabilities={c: round(float(v), 4) for c, v in zip(self.classes, p, strict=True)},
                 box=tuple(int(v) for v in face.box) if face is not None else None,
                 score=round(float(face.score), 4) if face is not None else None,
                 landmarks=face.landmarks.tolist() if face is not None and face.landmarks is not None else None,
@@ -136,7 +136,8 @@ class FaceEmotionRecognizer:
         crops = crop_faces(img, faces, size=CROP_SIZE)
         return self._wrap(self.predict_crops(crops), faces)
 
-    def predict_batch(self, images: Sequence[str | Path | np.ndarray], detect: bool = True) -> list[list[FacePrediction]]:
+    def predict_batch(self, images: Sequence[str | Path | np.ndarray],
+                      detect: bool = True) -> list[list[FacePrediction]]:
         """:meth:`predict_image` over many images; all faces are classified in one batch."""
         from mmfer.face.detect import crop_faces
 
