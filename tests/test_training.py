@@ -54,7 +54,7 @@ def test_export_carries_config_classes_preprocessing_metrics_and_data_hash(train
     card = json.loads((out / "model" / "card.json").read_text())
     assert card["classes"] == list(EMOTIONS)
     assert card["config"]["model"]["arch"] == "vgg" and card["config"]["data"]["limit_train"] == 3000
-    assert card["preprocessing"]["image_size"] == 48
+    assert card["preprocessing"]["network_input_size"] == 48
     assert len(card["data_hash"]) == 64
     assert 0.25 < card["metrics"]["PublicTest"]["accuracy"] <= 1
     assert card["metrics"] == metrics

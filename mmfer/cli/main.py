@@ -96,9 +96,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    import logging
+
     from mmfer.face.predictor import FaceEmotionRecognizer
     from mmfer.io.images import ImageLoadError, iter_image_files, load_image
 
+    logging.getLogger("mmfer.face.detect").setLevel(logging.ERROR)  # the fallback note is printed below, once
     rec = FaceEmotionRecognizer(args.model, detector=args.detector, device=args.device,
                                 tta_flip=False if args.no_tta else None, yunet_model=args.yunet_model)
     if not args.no_detect and rec.detector.fallback_reason and not args.json:
