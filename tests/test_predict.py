@@ -218,3 +218,12 @@ def test_shipped_model_accuracy_matches_its_card(tmp_path: Path) -> None:
                         out_dir=tmp_path)
     # A 600-face sample: within sampling error (~2 sd) of the full-split number on the card.
     assert abs(rep["accuracy"] - card_acc) < 0.05, (rep["accuracy"], card_acc)
+
+
+def test_optimised_cpu_path_matches_the_eager_model() -> None:
+    crops = np.random.default_rng(1).integers(0, 256, (37, 48, 48), dtype=np.uint8)
+    fast = FaceEmotionRecognizer(optimize=True)
+    eager = FaceEmotionRecognizer(optimize=False)
+    for n in (1, 5, 37):
+        np.testing.assert_allclose(fast.predict_crops(crops[:n]), eager.predict_crops(crops[:n]), atol=1e-4)
+    assert fast._fast is not None and eager._fast is None  # the fast path really ran

@@ -19,7 +19,7 @@ from mmfer.evaluation.face_eval import evaluate_face
 from mmfer.face.artifact import load_face_model
 from mmfer.training.train_face import train_face
 
-SMOKE = REPO / "configs" / "face_tiny_smoke.yaml"
+SMOKE = REPO / "configs" / "face_smoke.yaml"
 
 
 def smoke_cfg(**extra: str) -> FaceTrainCfg:
@@ -53,13 +53,15 @@ def test_export_carries_config_classes_preprocessing_metrics_and_data_hash(train
     out, metrics = trained
     card = json.loads((out / "model" / "card.json").read_text())
     assert card["classes"] == list(EMOTIONS)
-    assert card["config"]["model"]["arch"] == "vgg" and card["config"]["data"]["limit_train"] == 3000
+    assert card["config"]["model"]["arch"] == "lite0" and card["config"]["data"]["limit_train"] == 3000
     assert card["preprocessing"]["network_input_size"] == 48
     assert len(card["data_hash"]) == 64
     assert 0.25 < card["metrics"]["PublicTest"]["accuracy"] <= 1
     assert card["metrics"] == metrics
     weights = load_file(out / "model" / "model.safetensors")
-    assert sum(t.numel() for t in weights.values()) == card["parameters"]
+    model, _ = load_face_model(out / "model")
+    assert set(weights) == set(model.state_dict())
+    assert sum(p.numel() for p in model.parameters()) == card["parameters"]
     # The selected checkpoint is the best PublicTest epoch, and every epoch left a resumable checkpoint.
     rows = list(csv.DictReader((out / "logs" / "version_0" / "metrics.csv").open()))
     val = [float(r["val/acc"]) for r in rows if r.get("val/acc")]
@@ -84,9 +86,13 @@ def test_resume_continues_from_the_last_checkpoint(trained: tuple[Path, dict], t
     # Same run folder, one more epoch: training must pick up at epoch 3, not start over.
     metrics = train_face(smoke_cfg(**{"trainer.epochs": "4"}), out)
     assert metrics["epochs_run"] == 4
-    rows = list(csv.DictReader((out / "logs" / "version_0" / "metrics.csv").open()))
-    epochs = sorted({int(r["epoch"]) for r in rows if r.get("val/acc")})
-    assert epochs == [0, 1, 2, 3]
+
+    def val_epochs(version: int) -> list[int]:
+        rows = csv.DictReader((out / "logs" / f"version_{version}" / "metrics.csv").open())
+        return sorted({int(r["epoch"]) for r in rows if r.get("val/acc")})
+
+    # The continuation logs to a new version: the first call's history is kept, not overwritten.
+    assert val_epochs(0) == [0, 1, 2] and val_epochs(1) == [3]
     assert metrics["train_seconds_this_call"] < trained[1]["train_seconds_this_call"]
 
 

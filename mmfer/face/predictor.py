@@ -69,10 +69,12 @@ class FaceEmotionRecognizer:
         device: ``cpu``, ``cuda`` or ``auto``.
         tta_flip: average with the mirrored face; default: what the model card says.
         yunet_model: path of a YuNet ONNX file (otherwise the user cache / a download / Haar).
+        optimize: on CPU, run a frozen TorchScript copy of the net (batch-norm folded into the
+            convolutions, oneDNN kernels): about 2x the throughput, same outputs to ~1e-6.
     """
 
     def __init__(self, model: str | Path | None = None, detector: Any = "auto", device: str = "auto",
-                 tta_flip: bool | None = None, yunet_model: str | Path | None = None):
+                 tta_flip: bool | None = None, yunet_model: str | Path | None = None, optimize: bool = True):
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -81,6 +83,26 @@ class FaceEmotionRecognizer:
         self.tta_flip = bool(self.card.get("config", {}).get("tta_flip", True)) if tta_flip is None else tta_flip
         self._detector = detector
         self._yunet_model = yunet_model
+        self._optimize = optimize and self.device.type == "cpu"
+        self._fast: torch.nn.Module | None = None
+
+    def _net(self) -> torch.nn.Module:
+        """The network to run: the frozen TorchScript copy when optimising, built on first use."""
+        if not self._optimize:
+            return self.model
+        if self._fast is None:
+            import warnings
+
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # TorchScript deprecation notices
+                    traced = torch.jit.trace(self.model, torch.zeros(2, 1, CROP_SIZE, CROP_SIZE, device=self.device))
+                    self._fast = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+            except Exception as exc:  # noqa: BLE001 - a speed-up only: fall back to the eager net
+                warnings.warn(f"TorchScript optimisation unavailable ({exc}); using the eager model", stacklevel=2)
+                self._optimize = False
+                return self.model
+        return self._fast
 
     @property
     def detector(self) -> Any:
@@ -100,11 +122,12 @@ class FaceEmotionRecognizer:
         out = []
         for i in range(0, len(arr), batch_size):
             x = torch.from_numpy(arr[i : i + batch_size]).to(self.device).float().div_(255).unsqueeze(1)
+            net = self._net()
             if self.tta_flip:  # face and mirror in one forward pass: cheaper than two at small batch sizes
-                both = self.model(torch.cat([x, x.flip(-1)])).float().softmax(1)
+                both = net(torch.cat([x, x.flip(-1)])).float().softmax(1)
                 p = (both[: len(x)] + both[len(x) :]) / 2
             else:
-                p = self.model(x).float().softmax(1)
+                p = net(x).float().softmax(1)
             out.append(p.float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
 

@@ -58,7 +58,7 @@ def train_face(cfg: FaceTrainCfg, out_dir: str | Path, resume: bool = True,
     trainer = L.Trainer(
         default_root_dir=str(out), max_epochs=t.epochs, accelerator=t.accelerator,
         precision=resolve_precision(t.precision, t.accelerator), callbacks=callbacks,
-        logger=CSVLogger(str(out), name="logs", version=0), log_every_n_steps=t.log_every_n_steps,
+        logger=CSVLogger(str(out), name="logs"), log_every_n_steps=t.log_every_n_steps,
         max_time={"minutes": t.max_time_minutes} if t.max_time_minutes else None,
         deterministic=False, fast_dev_run=fast_dev_run, **_distributed_args(cfg),
     )
