@@ -49,6 +49,16 @@ def predict_probs(model: torch.nn.Module, images_uint8: np.ndarray, batch_size: 
     return np.concatenate(out).astype(np.float32, copy=False)
 
 
+def _display_path(path: str | None) -> str | None:
+    """Relative to the working directory when inside it: reports should not carry a machine's home."""
+    if path is None:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def evaluate_face(model_name_or_dir: str | Path | None, split: str = "PrivateTest",
                   data_root: str | Path | None = None, labels: str = "fer2013", tta_flip: bool = False,
                   out_dir: str | Path | None = None, batch_size: int = 256, limit: int | None = None,
@@ -87,7 +97,7 @@ def evaluate_face(model_name_or_dir: str | Path | None, split: str = "PrivateTes
     meta = {
         "modality": "face",
         "model": name,
-        "model_dir": card.get("_dir"),
+        "model_dir": _display_path(card.get("_dir")),
         "model_data_hash": card.get("data_hash"),
         "dataset": "fer2013",
         "labels": labels,
