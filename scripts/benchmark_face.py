@@ -85,7 +85,6 @@ def main() -> None:
             key = f"classifier_batch{bs}" + ("_tta" if tta else "")
             results[key] = {**t, "items_per_s": bs / t["median_s"], "unit": "faces/s"}
             print(f"{key:28s} {results[key]['items_per_s']:9.1f} faces/s  (median {t['median_s'] * 1e3:.2f} ms)")
-    rec.tta_flip = bool(rec.card["config"].get("tta_flip", True))
 
     frame = frame_640x480()
     for backend in ("yunet", "haar"):
@@ -95,10 +94,10 @@ def main() -> None:
             print(f"{backend}: skipped ({exc})")
             results[f"detect_classify_{backend}"] = {"skipped": str(exc)}
             continue
-        rec._detector = det
+        rec = FaceEmotionRecognizer(args.model, detector=det, device="cpu")
         n_faces = len(rec.predict_image(frame))
         t_det = timeit(lambda det=det: det.detect(frame), args.seconds)
-        t_all = timeit(lambda: rec.predict_image(frame), args.seconds)
+        t_all = timeit(lambda rec=rec: rec.predict_image(frame), args.seconds)
         results[f"detect_classify_{backend}"] = {
             **t_all, "items_per_s": 1 / t_all["median_s"], "unit": "frames/s", "faces_found": n_faces,
             "detect_only_frames_per_s": 1 / t_det["median_s"], "tta_flip": rec.tta_flip,

@@ -33,11 +33,11 @@ def main() -> None:
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy2(args.model_dir / "model.safetensors", dest / "model.safetensors")
     card["name"] = name
+    (dest / "card.json").write_text(json.dumps(card, indent=2) + "\n")
 
     scores = {}
     for tta in (False, True):
         out = REPO / "reports" / "face" / name / (args.split + ("_tta" if tta else ""))
-        (dest / "card.json").write_text(json.dumps(card, indent=2) + "\n")
         rep = evaluate_face(dest, split=args.split, data_root=args.data_root, tta_flip=tta, out_dir=out)
         scores["tta" if tta else "plain"] = rep
         print(f"{args.split} tta={tta}: accuracy {rep['accuracy']:.4f} macro-F1 {rep['macro_f1']:.4f} -> {out}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -26,3 +28,20 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
         os.environ["MMFER_CACHE"] = str(tmp_path_factory.mktemp("mmfer-cache"))
     os.environ["MMFER_YUNET_URL"] = "http://127.0.0.1:9/unreachable.onnx"
     os.environ.pop("MMFER_DATA_ROOT", None)
+
+
+def iou(a: tuple[int, ...] | list[int], b: tuple[int, ...] | list[int]) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def write_png_header_only(path: Path, w: int, h: int) -> None:
+    """A valid PNG signature + IHDR (1-bit grey) claiming w x h, with a tiny IDAT: no real pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))

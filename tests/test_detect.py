@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from skimage import data
 
+from conftest import YUNET_640 as YUNET
+from conftest import iou, needs_yunet
 from mmfer.face import detect as det_mod
 from mmfer.face.detect import (
     YUNET_FILE,
@@ -29,9 +31,6 @@ from mmfer.face.detect import (
     yunet_model_path,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-YUNET = SHARED / "models" / "yunet" / "yunet_n_640_640.onnx"
-needs_yunet = pytest.mark.skipif(not YUNET.is_file(), reason=f"YuNet test model {YUNET} absent (no ../shared)")
 BACKENDS = ["haar", pytest.param("yunet", marks=needs_yunet)]
 
 
@@ -50,13 +49,6 @@ def detectors() -> dict[str, FaceDetector]:
     if YUNET.is_file():
         out["yunet"] = FaceDetector("yunet", model_path=YUNET)
     return out
-
-
-def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
 
 def _contains(box: tuple[int, int, int, int], x: float, y: float) -> bool:
@@ -121,7 +113,7 @@ def test_large_image_boxes_mapped_back(backend: str, detectors: dict[str, FaceDe
     big = cv2.resize(astronaut, (2048, 2048), interpolation=cv2.INTER_LINEAR)  # detected at 640: 0.3125x
     faces = d.detect(big)
     assert len(faces) == 1
-    assert _iou(faces[0].box, tuple(4 * v for v in small)) > 0.7
+    assert iou(faces[0].box, tuple(4 * v for v in small)) > 0.7
     if faces[0].landmarks is not None:
         assert _contains(faces[0].box, *faces[0].landmarks[2])
 
@@ -130,9 +122,9 @@ def test_large_image_boxes_mapped_back(backend: str, detectors: dict[str, FaceDe
 def test_grey_and_bgra_input(backend: str, detectors: dict[str, FaceDetector], astronaut: np.ndarray):
     d = detectors[backend]
     ref = d.detect(astronaut)[0].box
-    assert _iou(d.detect(cv2.cvtColor(astronaut, cv2.COLOR_BGR2BGRA))[0].box, ref) > 0.99
+    assert iou(d.detect(cv2.cvtColor(astronaut, cv2.COLOR_BGR2BGRA))[0].box, ref) > 0.99
     grey = d.detect(cv2.cvtColor(astronaut, cv2.COLOR_BGR2GRAY))
-    assert len(grey) == 1 and _iou(grey[0].box, ref) > 0.7
+    assert len(grey) == 1 and iou(grey[0].box, ref) > 0.7
     with pytest.raises(ValueError, match="uint8"):
         d.detect(astronaut.astype(np.float32))
     assert d.detect(np.zeros((0, 0, 3), np.uint8)) == []
@@ -144,7 +136,7 @@ def test_yunet_letterbox_mode_agrees(astronaut: np.ndarray):
     ref = d.detect(astronaut)[0]
     d._reshapeable = False  # what a truly fixed 640x640 model gets: letterbox + map back
     lb = d.detect(astronaut)
-    assert len(lb) == 1 and _iou(lb[0].box, ref.box) > 0.7
+    assert len(lb) == 1 and iou(lb[0].box, ref.box) > 0.7
     assert np.abs(lb[0].landmarks - ref.landmarks).max() < 10
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import resource
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import write_png_header_only
 from mmfer.io.images import (
     IMAGE_SUFFIXES,
     MAX_PIXELS,
@@ -38,15 +37,6 @@ def _load_error(path: Path, **kw) -> str:
     assert msg.startswith(str(path) + ": "), msg
     assert "\n" not in msg
     return msg
-
-
-def _png_header_only(path: Path, w: int, h: int) -> None:
-    """A valid PNG signature + IHDR (1-bit grey) claiming w x h, with a tiny IDAT: no real pixels."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
 
 
 # --------------------------------------------------------------------------- bad input
@@ -85,12 +75,12 @@ def test_truncated(tmp_path: Path, fmt: str) -> None:
 
 def test_huge_header_rejected_without_decoding(tmp_path: Path) -> None:
     bomb = tmp_path / "bomb.png"
-    _png_header_only(bomb, 20000, 20000)  # 400 MP: past Pillow's own bomb limit too
+    write_png_header_only(bomb, 20000, 20000)  # 400 MP: past Pillow's own bomb limit too
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     msg = _load_error(bomb)
     assert msg == f"{bomb}: image is 20000x20000 (400.0 MP), larger than the 40 MP limit"
     big = tmp_path / "big.png"
-    _png_header_only(big, 8000, 6000)  # 48 MP: below Pillow's limits, so only ours catches it
+    write_png_header_only(big, 8000, 6000)  # 48 MP: below Pillow's limits, so only ours catches it
     assert _load_error(big).endswith("image is 8000x6000 (48.0 MP), larger than the 40 MP limit")
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown_kib < 100_000, f"peak memory grew by {grown_kib} KiB: pixels were decoded"

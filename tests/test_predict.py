@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import struct
-import zlib
 from pathlib import Path
 
 import cv2
@@ -13,7 +11,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from conftest import REPO, SHARED_DATA, YUNET_640, needs_fer, needs_yunet
+from conftest import REPO, SHARED_DATA, YUNET_640, iou, needs_fer, needs_yunet, write_png_header_only
 from mmfer import FaceEmotionRecognizer
 from mmfer.cli.main import main as cli
 from mmfer.config import FaceTrainCfg, ModelCfg
@@ -36,14 +34,6 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_face_model(create_model(cfg.model, 48), cfg, tmp_path_factory.mktemp("m") / "tiny", {}, "x")
 
 
-def _png_header_only(path: Path, w: int, h: int) -> None:
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-    ihdr = struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
-
-
 @pytest.fixture(scope="module")
 def mixed_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """Good photos in every pixel format, and bad files of every kind; expected outcome per file."""
@@ -59,7 +49,7 @@ def mixed_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[s
     (d / "h_text.png").write_text("not a picture\n" * 50)
     full = (d / "a_rgb.jpg").read_bytes()
     (d / "i_truncated.jpg").write_bytes(full[: len(full) // 3])
-    _png_header_only(d / "j_huge.png", 20000, 20000)
+    write_png_header_only(d / "j_huge.png", 20000, 20000)
     (d / "notes.txt").write_text("ignored: not an image suffix")
     expected = {"a_rgb.jpg": "face", "b_rgba.png": "face", "c_palette.png": "face", "d_grey.png": "face",
                 "e_16bit.png": "face", "f_no_face.jpg": "none", "g_empty.jpg": "error", "h_text.png": "error",
@@ -71,14 +61,6 @@ def _run(capsys: pytest.CaptureFixture, args: list[str]) -> tuple[int, str, str]
     code = cli(args)
     out = capsys.readouterr()
     return code, out.out, out.err
-
-
-def _iou(a: list[int] | tuple[int, ...], b: tuple[int, ...]) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    iw = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    ih = max(0, min(ay + ah, by + bh) - max(ay, by))
-    return iw * ih / (aw * ah + bw * bh - iw * ih)
 
 
 def test_example_photo_text_output(model_dir: Path, capsys: pytest.CaptureFixture) -> None:
@@ -97,7 +79,7 @@ def test_json_output(model_dir: Path, capsys: pytest.CaptureFixture) -> None:
     assert doc["classes"] == list(EMOTIONS) and doc["detector"] == "haar"
     (res,) = doc["results"]
     (face,) = res["faces"]
-    assert _iou(face["box"], FACE_BOX) > 0.5
+    assert iou(face["box"], FACE_BOX) > 0.5
     assert set(face["probabilities"]) == set(EMOTIONS)
     assert sum(face["probabilities"].values()) == pytest.approx(1, abs=1e-3)
     assert face["emotion"] == max(face["probabilities"], key=face["probabilities"].get)
@@ -109,7 +91,7 @@ def test_json_output_with_yunet(model_dir: Path, capsys: pytest.CaptureFixture) 
                                  "--yunet-model", str(YUNET_640)])
     doc = json.loads(out)
     assert code == 0 and doc["detector"] == "yunet"
-    assert _iou(doc["results"][0]["faces"][0]["box"], FACE_BOX) > 0.5
+    assert iou(doc["results"][0]["faces"][0]["box"], FACE_BOX) > 0.5
 
 
 def test_folder_with_good_and_bad_files(model_dir: Path, mixed_folder: tuple[Path, dict[str, str]],
@@ -130,7 +112,7 @@ def test_folder_with_good_and_bad_files(model_dir: Path, mixed_folder: tuple[Pat
             assert r["faces"] == [] and any(name in line and "no face found" in line for line in err_lines)
         else:
             assert len(r["faces"]) == 1, name
-            assert _iou(r["faces"][0]["box"], FACE_BOX) > 0.5, name
+            assert iou(r["faces"][0]["box"], FACE_BOX) > 0.5, name
     assert "Traceback" not in err
 
 
@@ -140,7 +122,7 @@ def test_every_pixel_format_gives_the_same_face(model_dir: Path, mixed_folder: t
     ref = rec.predict_image(folder / "a_rgb.jpg")[0]
     for name in ("b_rgba.png", "e_16bit.png", "d_grey.png"):
         (p,) = rec.predict_image(folder / name)
-        assert _iou(p.box, ref.box) > 0.8, name
+        assert iou(p.box, ref.box) > 0.8, name
         diffs = [abs(p.probabilities[k] - ref.probabilities[k]) for k in EMOTIONS]
         assert max(diffs) < 0.1, (name, diffs)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -96,16 +97,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import logging
-
     from mmfer.face.predictor import FaceEmotionRecognizer
     from mmfer.io.images import ImageLoadError, iter_image_files, load_image
 
-    logging.getLogger("mmfer.face.detect").setLevel(logging.ERROR)  # the fallback note is printed below, once
     rec = FaceEmotionRecognizer(args.model, detector=args.detector, device=args.device,
                                 tta_flip=False if args.no_tta else None, yunet_model=args.yunet_model)
-    if not args.no_detect and rec.detector.fallback_reason and not args.json:
-        _err(f"note: using the Haar cascade detector ({rec.detector.fallback_reason})")
     results, failed = [], 0
     for path in iter_image_files(args.paths):
         try:
@@ -153,6 +149,7 @@ def cmd_models(_: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.basicConfig(format="mmfer: %(message)s", level=logging.WARNING)  # e.g. the detector's fallback note
     from mmfer.config import ConfigError
     from mmfer.data.fer2013 import DatasetError
     from mmfer.face.artifact import ModelLoadError

@@ -13,6 +13,7 @@ from mmfer.emotions import EMOTIONS
 from mmfer.evaluation.metrics import classification_report
 from mmfer.evaluation.report import write_report
 from mmfer.face.artifact import load_face_model
+from mmfer.face.models import predict_softmax
 
 
 @torch.no_grad()
@@ -38,10 +39,7 @@ def predict_probs(model: torch.nn.Module, images_uint8: np.ndarray, batch_size: 
         for start in range(0, len(images), batch_size):
             batch = np.ascontiguousarray(images[start:start + batch_size])
             x = torch.from_numpy(batch).to(device).float().div_(255.0).unsqueeze(1)
-            probs = torch.softmax(model(x).float(), dim=1)
-            if tta_flip:
-                probs = 0.5 * (probs + torch.softmax(model(torch.flip(x, dims=[-1])).float(), dim=1))
-            out.append(probs.cpu().numpy())
+            out.append(predict_softmax(model, x, tta_flip).cpu().numpy())
     finally:
         model.train(was_training)
     if not out:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from mmfer.face.artifact import load_face_model
+from mmfer.face.models import predict_softmax
 from mmfer.io.images import load_image
 
 CROP_SIZE = 48
@@ -119,16 +120,10 @@ class FaceEmotionRecognizer:
         if isinstance(crops, np.ndarray) and crops.ndim == 2:
             crops = crops[None]
         arr = np.stack([_to_grey_crop(c) for c in crops]) if len(crops) else np.zeros((0, 48, 48), np.uint8)
-        out = []
+        out, net = [], self._net()
         for i in range(0, len(arr), batch_size):
             x = torch.from_numpy(arr[i : i + batch_size]).to(self.device).float().div_(255).unsqueeze(1)
-            net = self._net()
-            if self.tta_flip:  # face and mirror in one forward pass: cheaper than two at small batch sizes
-                both = net(torch.cat([x, x.flip(-1)])).float().softmax(1)
-                p = (both[: len(x)] + both[len(x) :]) / 2
-            else:
-                p = net(x).float().softmax(1)
-            out.append(p.float().cpu().numpy())
+            out.append(predict_softmax(net, x, self.tta_flip).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
 
     def _wrap(self, probs: np.ndarray, faces: Sequence[Any] | None = None) -> list[FacePrediction]:
