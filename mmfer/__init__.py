@@ -9,9 +9,11 @@ __version__ = "0.1.0"
 from mmfer.emotions import EMOTIONS
 
 if TYPE_CHECKING:
+    from mmfer.audio.predictor import AudioEmotionRecognizer, AudioPrediction
     from mmfer.face.predictor import FaceEmotionRecognizer, FacePrediction
 
-__all__ = ["EMOTIONS", "FaceEmotionRecognizer", "FacePrediction", "__version__"]
+__all__ = ["EMOTIONS", "AudioEmotionRecognizer", "AudioPrediction", "FaceEmotionRecognizer", "FacePrediction",
+           "__version__"]
 
 
 def __getattr__(name: str):  # lazy: `import mmfer` must not pull in torch
@@ -19,4 +21,8 @@ def __getattr__(name: str):  # lazy: `import mmfer` must not pull in torch
         from mmfer.face import predictor
 
         return getattr(predictor, name)
+    if name in ("AudioEmotionRecognizer", "AudioPrediction"):
+        from mmfer.audio import predictor as audio_predictor
+
+        return getattr(audio_predictor, name)
     raise AttributeError(f"module 'mmfer' has no attribute {name!r}")

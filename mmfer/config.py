@@ -90,6 +90,73 @@ class FaceTrainCfg:
     tta_flip: bool = True
 
 
+@dataclasses.dataclass
+class AudioFeatureCfg:
+    """Feature extraction (see mmfer.audio.features); stored in every audio model's card."""
+
+    n_mels: int = 64
+    n_fft: int = 512
+    win_ms: float = 25.0
+    hop_ms: float = 10.0
+    fmin: float = 50.0
+    fmax: float = 8000.0
+    f0_min: float = 60.0
+    f0_max: float = 500.0
+    yin_frame_ms: float = 64.0
+    yin_threshold: float = 0.15
+    silence_db: float = 45.0
+    trim: bool = True
+    trim_margin_ms: float = 100.0
+
+
+@dataclasses.dataclass
+class AudioModelCfg:
+    arch: str = "crnn"  # a name registered in mmfer.audio.models
+    num_classes: int = 8
+    width: int = 32  # channels of the first conv stage (doubling, capped at 4x)
+    hidden: int = 128  # recurrent hidden size per direction
+    embed_dim: int = 128
+    drop_rate: float = 0.3
+    use_prosody: bool = True
+
+
+@dataclasses.dataclass
+class AudioDataCfg:
+    dataset: str = "ravdess"  # ravdess | folder
+    root: str | None = None  # None: $MMFER_DATA_ROOT, then ./data
+    folds: int = 6  # actor-disjoint cross-validation folds
+    fold_seed: int = 0
+    include_song: bool = False
+    actors: list[int] | None = None  # train on these actors only (None: all); CV picks its own
+    limit_per_class: int | None = None  # smoke runs
+    variants: int = 4  # waveform-augmented copies per clip, computed once and cached
+    speeds: list[float] = dataclasses.field(default_factory=lambda: [0.9, 1.0, 1.1])
+    noise_prob: float = 0.7
+    snr_db: tuple[float, float] = (10.0, 30.0)
+    gain_db: tuple[float, float] = (-6.0, 6.0)
+    max_frames: int = 300  # random crop for training (time shift); evaluation sees whole clips
+
+
+@dataclasses.dataclass
+class AudioAugmentCfg:
+    freq_masks: int = 2
+    freq_width: int = 8
+    time_masks: int = 2
+    time_width: int = 20
+    variant_prob: float = 0.8  # chance of drawing an augmented copy instead of the clean clip
+
+
+@dataclasses.dataclass
+class AudioTrainCfg:
+    name: str = "audio"
+    features: AudioFeatureCfg = dataclasses.field(default_factory=AudioFeatureCfg)
+    model: AudioModelCfg = dataclasses.field(default_factory=AudioModelCfg)
+    data: AudioDataCfg = dataclasses.field(default_factory=AudioDataCfg)
+    augment: AudioAugmentCfg = dataclasses.field(default_factory=AudioAugmentCfg)
+    optim: OptimCfg = dataclasses.field(default_factory=OptimCfg)
+    trainer: TrainerCfg = dataclasses.field(default_factory=TrainerCfg)
+
+
 def _check_type(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -104,6 +171,11 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
         if value is not None:
             raise ConfigError(f"{where}: expected null, got {value!r}")
         return None
+    if origin is list:
+        (arg,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_check_type(v, arg, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):

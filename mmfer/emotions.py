@@ -137,3 +137,42 @@ def check_classes(classes: Sequence[str]) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"classes {unknown} are not in the emotion vocabulary {list(EMOTIONS)}")
     return classes
+
+
+#: Classes a model may predict beyond the canonical seven, and where each folds for fusion and
+#: comparison with 7-class models. The audio branch keeps RAVDESS ``calm`` as its own class
+#: (the RAVDESS benchmark is 8-way); its probability is added to ``neutral`` when folded.
+EXTRA_CLASSES: dict[str, str] = {"calm": "neutral", "contempt": "disgust"}
+
+#: The audio branch's classes: the canonical seven in canonical order, then calm.
+AUDIO_EMOTIONS: tuple[str, ...] = (*EMOTIONS, "calm")
+
+
+def check_model_classes(classes: Sequence[str]) -> tuple[str, ...]:
+    """Like :func:`check_classes`, but also accepts the :data:`EXTRA_CLASSES` (e.g. calm)."""
+    classes = tuple(classes)
+    unknown = [c for c in classes if c not in EMOTIONS and c not in EXTRA_CLASSES]
+    if unknown:
+        raise ValueError(f"classes {unknown} are neither in the emotion vocabulary {list(EMOTIONS)} "
+                         f"nor extra classes {list(EXTRA_CLASSES)}")
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"duplicate classes in {list(classes)}")
+    return classes
+
+
+def fold_to_canonical(probs: dict[str, float]) -> dict[str, float]:
+    """Probabilities over a model's classes -> over :data:`EMOTIONS` (extra classes added to their fold target)."""
+    out = {e: 0.0 for e in EMOTIONS}
+    for name, p in probs.items():
+        out[EXTRA_CLASSES.get(name, name)] += float(p)
+    return out
+
+
+def audio_label(label: str, source: str) -> str:
+    """A dataset label -> the audio branch's class name (canonical, or an extra class such as calm)."""
+    target = to_canonical(label, source)
+    if target is None:
+        if label in EXTRA_CLASSES:
+            return label
+        raise ValueError(f"{source} label {label!r} has no audio-branch class")
+    return target

@@ -13,43 +13,18 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
+from mmfer.evaluation.benchmark import cpu_name, timeit
 from mmfer.face.detect import FaceDetector
 from mmfer.face.predictor import FaceEmotionRecognizer
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "mmfer" / "examples" / "astronaut.jpg"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def timeit(fn: Callable[[], object], seconds: float, warmup: int = 3) -> dict[str, float]:
-    for _ in range(warmup):
-        fn()
-    times: list[float] = []
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end or len(times) < 5:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return {"median_s": statistics.median(times), "p90_s": times[int(0.9 * (len(times) - 1))], "calls": len(times)}
 
 
 def frame_640x480() -> np.ndarray:

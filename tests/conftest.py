@@ -7,6 +7,7 @@ import struct
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -15,6 +16,10 @@ SHARED_DATA = SHARED / "data"
 FER_CSV = SHARED_DATA / "fer2013" / "fer2013.csv.xz"
 YUNET_640 = SHARED / "models" / "yunet" / "yunet_n_640_640.onnx"
 
+RAVDESS = SHARED_DATA / "ravdess"
+RAVDESS_CLIP = RAVDESS / "audio_speech_actors_01-24" / "Actor_01" / "03-01-05-02-01-01-01.flac"  # angry, strong
+needs_ravdess = pytest.mark.skipif(not RAVDESS_CLIP.is_file(), reason=f"RAVDESS not found at {RAVDESS} "
+                                   "(../shared absent)")
 needs_fer = pytest.mark.skipif(not FER_CSV.is_file(), reason=f"FER-2013 not found at {FER_CSV} (../shared absent)")
 needs_yunet = pytest.mark.skipif(not YUNET_640.is_file(), reason=f"YuNet model not found at {YUNET_640}")
 
@@ -45,3 +50,13 @@ def write_png_header_only(path: Path, w: int, h: int) -> None:
     ihdr = struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
                      + chunk(b"IEND", b""))
+
+
+def voice(f0: float, seconds: float, sr: int = 16_000, harmonics: int = 6, vibrato: float = 0.0,
+          amp: float = 0.3) -> np.ndarray:
+    """A harmonic tone (a crude voiced vowel) at ``f0`` Hz, optionally with vibrato (Hz of depth at 5 Hz)."""
+    t = np.arange(int(seconds * sr)) / sr
+    inst = f0 + vibrato * np.sin(2 * np.pi * 5 * t)
+    phase = 2 * np.pi * np.cumsum(inst) / sr
+    x = sum(np.sin(k * phase) / k for k in range(1, harmonics + 1))
+    return (amp * x / np.abs(x).max()).astype(np.float32)

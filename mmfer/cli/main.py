@@ -26,8 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a model from a YAML config")
-    train.add_argument("modality", choices=["face"])
-    train.add_argument("--config", required=True, help="configs/face_*.yaml")
+    train.add_argument("modality", choices=["face", "audio"])
+    train.add_argument("--config", required=True, help="configs/face_*.yaml or configs/audio_*.yaml")
     train.add_argument("--out", help="run folder (default: runs/<config name>)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set trainer.epochs=5 (repeatable)")
@@ -35,21 +35,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--fast-dev-run", action="store_true", help="one batch of train and val, no export")
     _add_data_root(train)
 
-    ev = sub.add_parser("eval", help="evaluate a model on a dataset split")
-    ev.add_argument("modality", choices=["face"])
-    ev.add_argument("--model", default=None, help="shipped model name or model folder (default: face_lite0)")
-    ev.add_argument("--split", default="PrivateTest", help="Training | PublicTest | PrivateTest")
+    ev = sub.add_parser("eval", help="evaluate: face on a FER-2013 split; audio by actor-disjoint cross-validation "
+                                     "(--config) or a trained model on a folder of labelled recordings (--data-dir)")
+    ev.add_argument("modality", choices=["face", "audio"])
+    ev.add_argument("--model", default=None, help="shipped name or model folder (default: face_lite0 / audio_crnn)")
+    ev.add_argument("--config", help="audio: the training recipe to cross-validate (configs/audio_*.yaml)")
+    ev.add_argument("--folds", type=int, help="audio: number of actor-disjoint folds (default: the config's)")
+    ev.add_argument("--data-dir", help="audio: <emotion>/<recordings> folder to score a trained --model on")
+    ev.add_argument("--run-dir", help="audio CV: where fold models and checkpoints go (default: runs/<name>_cv)")
+    ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="audio CV: override a config value (repeatable)")
+    ev.add_argument("--split", default="PrivateTest", help="face: Training | PublicTest | PrivateTest")
     ev.add_argument("--labels", default="fer2013", choices=["fer2013", "ferplus"], help="label source")
     ev.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False, help="flip test-time augmentation")
     ev.add_argument("--out", help="report folder (default: reports/face/<model>/<split>)")
     ev.add_argument("--limit", type=int, help="first N samples only (quick checks)")
     _add_data_root(ev)
 
-    pr = sub.add_parser("predict", help="recognise emotions of every face in images or folders")
-    pr.add_argument("paths", nargs="+", help="image files and/or folders")
+    pr = sub.add_parser("predict", help="recognise emotions in images (every face), audio clips and folders")
+    pr.add_argument("paths", nargs="+", help="image, audio or video files and/or folders (videos: their audio track)")
     pr.add_argument("--json", action="store_true", help="one JSON document on stdout")
     pr.add_argument("--no-detect", action="store_true", help="treat each image as an already cropped face")
-    pr.add_argument("--model", default=None, help="shipped model name or model folder")
+    pr.add_argument("--model", default=None, help="face model: shipped name or model folder")
+    pr.add_argument("--audio-model", default=None, help="audio model: shipped name or folder (default: audio_crnn)")
     pr.add_argument("--detector", default="auto", choices=["auto", "yunet", "haar"])
     pr.add_argument("--yunet-model", help="YuNet ONNX file (default: $MMFER_YUNET_MODEL, cache, download)")
     pr.add_argument("--no-tta", action="store_true", help="no flip test-time augmentation")
@@ -70,6 +78,8 @@ def _err(msg: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.modality == "audio":
+        return _train_audio(args)
     from mmfer.config import FaceTrainCfg, load_config
     from mmfer.training.train_face import train_face
 
@@ -85,7 +95,62 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _train_audio(args: argparse.Namespace) -> int:
+    from mmfer.config import AudioTrainCfg, load_config
+    from mmfer.training.train_audio import train_audio
+
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides.append(f"data.root={args.data_root}")
+    cfg: AudioTrainCfg = load_config(args.config, AudioTrainCfg, overrides)
+    out = Path(args.out) if args.out else Path("runs") / cfg.name
+    path = train_audio(cfg, out, resume=not args.no_resume, fast_dev_run=args.fast_dev_run)
+    if path:
+        print(f"model written to {path}")
+        print(f"its speaker-independent accuracy: mmfer eval audio --config {args.config}")
+    return EXIT_OK
+
+
+def _eval_audio(args: argparse.Namespace) -> int:
+    from mmfer.config import AudioTrainCfg, ConfigError, load_config
+
+    if args.data_dir:
+        from mmfer.evaluation.audio_eval import evaluate_audio_folder
+
+        name = Path(args.model).name if args.model else "audio_crnn"
+        rep = evaluate_audio_folder(args.model, args.data_dir,
+                                    args.out or Path("reports") / "audio" / name / Path(args.data_dir).name)
+        print(f"{args.data_dir}: accuracy {rep['accuracy']:.4f}  macro-F1 {rep['macro_f1']:.4f}  n={rep['n']}  "
+              f"skipped={len(rep['skipped'])}")
+        for line in rep["skipped"]:
+            _err(f"skipped {line}")
+        for name, path in rep.get("paths", {}).items():
+            print(f"  {name}: {path}")
+        return EXIT_OK
+    if not args.config:
+        raise ConfigError("eval audio needs --config (cross-validate a recipe) or --data-dir (score a trained model)")
+    from mmfer.evaluation.audio_eval import write_cv_report
+    from mmfer.training.train_audio import cross_validate
+
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides.append(f"data.root={args.data_root}")
+    cfg: AudioTrainCfg = load_config(args.config, AudioTrainCfg, overrides)
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"{cfg.name}_cv"
+    cv = cross_validate(cfg, run_dir, folds=args.folds)
+    out = Path(args.out) if args.out else Path("reports") / "audio" / cfg.name
+    paths = write_cv_report(cv, out, cfg, run_dir)
+    agg = cv["aggregate"]["metrics"]
+    print(f"actor-disjoint {len(cv['folds'])}-fold CV: accuracy {agg['accuracy']['mean']:.4f} ± "
+          f"{agg['accuracy']['std']:.4f}  macro-F1 {agg['macro_f1']['mean']:.4f} ± {agg['macro_f1']['std']:.4f}")
+    for name, path in paths.items():
+        print(f"  {name}: {path}")
+    return EXIT_OK
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.modality == "audio":
+        return _eval_audio(args)
     from mmfer.evaluation.face_eval import evaluate_face
 
     rep = evaluate_face(args.model, split=args.split, data_root=args.data_root, labels=args.labels,
@@ -96,17 +161,64 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    from mmfer.face.predictor import FaceEmotionRecognizer
-    from mmfer.io.images import ImageLoadError, iter_image_files, load_image
+def _expand_inputs(paths: list[str]) -> list[tuple[Path, str]]:
+    """(file, "image" | "audio") for explicit files and the image/audio/video files inside folders."""
+    from mmfer.audio.io import is_audio_path
+    from mmfer.io.images import IMAGE_SUFFIXES
 
-    rec = FaceEmotionRecognizer(args.model, detector=args.detector, device=args.device,
-                                tta_flip=False if args.no_tta else None, yunet_model=args.yunet_model)
+    out = []
+    for item in paths:
+        p = Path(item)
+        if not p.is_dir():  # explicit files are routed by suffix; unknown suffixes go to the image reader
+            out.append((p, "audio" if is_audio_path(p) else "image"))
+            continue
+        for root, dirs, files in os.walk(p):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for f in sorted(files):
+                fp = Path(root) / f
+                if f.startswith("."):
+                    continue
+                if fp.suffix.lower() in IMAGE_SUFFIXES:
+                    out.append((fp, "image"))
+                elif is_audio_path(fp):
+                    out.append((fp, "audio"))
+    return out
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from mmfer.audio.io import AudioLoadError
+    from mmfer.io.images import ImageLoadError, load_image
+
+    inputs = _expand_inputs(args.paths)
+    face_rec = audio_rec = None
     results, failed = [], 0
-    for path in iter_image_files(args.paths):
+    for path, kind in inputs:
+        if kind == "audio":
+            if audio_rec is None:
+                from mmfer.audio.predictor import AudioEmotionRecognizer
+
+                audio_rec = AudioEmotionRecognizer(args.audio_model, device=args.device)
+            try:
+                pred = audio_rec.predict_file(path)
+            except AudioLoadError as exc:
+                failed += 1
+                _err(str(exc))
+                results.append({"file": str(path), "error": str(exc)})
+                continue
+            if pred.emotion is None:
+                _err(f"{path}: {'; '.join(pred.notes) or 'nothing to classify'}")
+            results.append({"file": str(path), "audio": pred.to_dict()})
+            if not args.json:
+                _print_audio(path, pred)
+            continue
+        if face_rec is None:
+            from mmfer.face.predictor import FaceEmotionRecognizer
+
+            face_rec = FaceEmotionRecognizer(args.model, detector=args.detector, device=args.device,
+                                             tta_flip=False if args.no_tta else None, yunet_model=args.yunet_model)
         try:
             img = load_image(path)
-            faces = rec.predict_image(img, detect=not args.no_detect)
+            faces = face_rec.predict_image(img, detect=not args.no_detect)
         except ImageLoadError as exc:
             failed += 1
             _err(str(exc))
@@ -118,13 +230,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if not args.json:
             _print_faces(path, faces)
     if not results:
-        _err("no image files found in " + ", ".join(args.paths))
+        _err("no image, audio or video files found in " + ", ".join(args.paths))
         return EXIT_SOME_FAILED
     if args.json:
-        doc = {"model": rec.card.get("name"), "detector": None if args.no_detect else rec.detector.backend,
-               "classes": list(rec.classes), "results": results}
+        doc: dict = {}
+        if face_rec is not None:
+            doc.update({"model": face_rec.card.get("name"),
+                        "detector": None if args.no_detect else face_rec.detector.backend,
+                        "classes": list(face_rec.classes)})
+        if audio_rec is not None:
+            doc.update({"audio_model": audio_rec.card.get("name"), "audio_classes": list(audio_rec.classes)})
+        doc["results"] = results
         print(json.dumps(doc, indent=2))
     return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _print_audio(path: Path, pred) -> None:  # noqa: ANN001 (AudioPrediction, imported lazily)
+    if pred.emotion is None:
+        return
+    probs = "  ".join(f"{k} {v:.2f}" for k, v in sorted(pred.probabilities.items(), key=lambda kv: -kv[1]))
+    flag = "  [low confidence]" if pred.low_confidence else ""
+    span = f"{pred.duration_s:.1f} s" + (f", {len(pred.windows)} windows" if pred.windows else "")
+    print(f"{path}  audio {span}  -> {pred.emotion} ({pred.confidence:.2f}){flag}  [{probs}]")
+    for note in pred.notes:
+        print(f"    note: {note}")
 
 
 def _print_faces(path: Path, faces: list) -> None:
@@ -139,10 +268,16 @@ def cmd_models(_: argparse.Namespace) -> int:
 
     for card_path in sorted(WEIGHTS_DIR.glob("*/card.json")):
         card = json.loads(card_path.read_text())
-        test = card.get("metrics", {}).get("PrivateTest", {})
-        acc = test.get("accuracy")
-        print(f"{card_path.parent.name:20s} {card.get('kind', '?'):6s} {card.get('parameters', 0) / 1e6:.1f}M params  "
-              f"PrivateTest acc {acc if acc is None else f'{acc:.4f}'}")
+        metrics = card.get("metrics", {})
+        if card.get("kind") == "audio":
+            cv = metrics.get("cross_validation", {})
+            score = (f"{cv.get('protocol', 'CV')} acc {cv['accuracy_mean']:.4f} ± {cv['accuracy_std']:.4f}"
+                     if "accuracy_mean" in cv else "no CV score")
+        else:
+            acc = metrics.get("PrivateTest", {}).get("accuracy")
+            score = f"PrivateTest acc {acc if acc is None else f'{acc:.4f}'}"
+        print(f"{card_path.parent.name:20s} {card.get('kind', '?'):6s} {card.get('parameters', 0) / 1e6:.2f}M params  "
+              f"{score}")
     return EXIT_OK
 
 

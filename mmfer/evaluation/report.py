@@ -58,15 +58,18 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def _markdown(report: dict[str, Any], title: str, meta: dict[str, Any], has_roc: bool) -> str:
+def _markdown(report: dict[str, Any], title: str, meta: dict[str, Any], has_roc: bool,
+              sections: list[str] | None = None, summary_title: str = "Summary") -> str:
     lines = [f"# {title}", ""]
     for key, value in meta.items():
         if isinstance(value, (dict, list)):
             continue
         lines.append(f"- **{key}**: {value if value is not None else 'n/a'}")
+    for section in sections or []:
+        lines += ["", section.rstrip()]
     lines += [
         "",
-        "## Summary",
+        f"## {summary_title}",
         "",
         "| metric | value |",
         "|---|---|",
@@ -111,12 +114,14 @@ def _markdown(report: dict[str, Any], title: str, meta: dict[str, Any], has_roc:
 
 
 def write_report(report: dict[str, Any], out_dir: str | Path, title: str, meta: dict[str, Any],
-                 y_true: np.ndarray | None = None, probs: np.ndarray | None = None) -> dict[str, Path]:
+                 y_true: np.ndarray | None = None, probs: np.ndarray | None = None,
+                 sections: list[str] | None = None, summary_title: str = "Summary") -> dict[str, Path]:
     """Write report.json, report.md, confusion.png, confusion_normalized.png (and roc.png when
     ``y_true`` and ``probs`` are given) to ``out_dir``; return {kind: path}.
 
     ``meta`` is stored under ``"meta"`` in report.json, with ``n``, ``timestamp`` (UTC ISO 8601)
-    and ``mmfer_version`` filled in when missing.
+    and ``mmfer_version`` filled in when missing. ``sections`` are Markdown blocks placed before
+    the summary (e.g. cross-validation mean and std per fold).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -137,5 +142,5 @@ def write_report(report: dict[str, Any], out_dir: str | Path, title: str, meta: 
     paths["json"] = out / FILES["json"]
     paths["json"].write_text(json.dumps(doc, indent=2) + "\n")
     paths["markdown"] = out / FILES["markdown"]
-    paths["markdown"].write_text(_markdown(report, title, _jsonable(full_meta), has_roc))
+    paths["markdown"].write_text(_markdown(report, title, _jsonable(full_meta), has_roc, sections, summary_title))
     return paths

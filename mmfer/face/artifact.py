@@ -55,10 +55,10 @@ def save_face_model(model: FaceNet, cfg: FaceTrainCfg, out_dir: str | Path, metr
     return out
 
 
-def resolve_model_dir(name_or_path: str | Path | None) -> Path:
+def resolve_model_dir(name_or_path: str | Path | None, default: str = DEFAULT_FACE_MODEL) -> Path:
     """A shipped model name (``face_lite0``) or a folder with model.safetensors + card.json."""
     if name_or_path is None:
-        name_or_path = DEFAULT_FACE_MODEL
+        name_or_path = default
     path = Path(name_or_path)
     if not path.exists() and (WEIGHTS_DIR / str(name_or_path)).is_dir():
         path = WEIGHTS_DIR / str(name_or_path)
@@ -70,7 +70,7 @@ def resolve_model_dir(name_or_path: str | Path | None) -> Path:
     return path
 
 
-def read_card(model_dir: Path) -> dict[str, Any]:
+def read_card(model_dir: Path, kind: str = "face") -> dict[str, Any]:
     card_path = model_dir / "card.json"
     try:
         card = json.loads(card_path.read_text())
@@ -78,9 +78,25 @@ def read_card(model_dir: Path) -> dict[str, Any]:
         raise ModelLoadError(f"{card_path}: missing model card") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ModelLoadError(f"{card_path}: not valid JSON") from None
-    if not isinstance(card, dict) or card.get("kind") != "face":
-        raise ModelLoadError(f"{card_path}: not a face model card")
+    if not isinstance(card, dict) or card.get("kind") != kind:
+        found = card.get("kind") if isinstance(card, dict) else None
+        raise ModelLoadError(f"{card_path}: not a {kind} model card (kind: {found!r})")
     return card
+
+
+def load_weights(model: torch.nn.Module, weights: Path) -> None:
+    """Fill ``model`` from a safetensors file (never pickle), or raise ModelLoadError naming the file."""
+    try:
+        state = load_file(str(weights))
+    except FileNotFoundError:
+        raise ModelLoadError(f"{weights}: missing weights file") from None
+    except (SafetensorError, OSError) as exc:
+        raise ModelLoadError(f"{weights}: not a valid safetensors file ({exc})") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ModelLoadError(f"{weights}: weights do not fit the card's architecture ({first})") from None
 
 
 def load_face_model(name_or_path: str | Path | None = None,
@@ -95,18 +111,7 @@ def load_face_model(name_or_path: str | Path | None = None,
         raise ModelLoadError(f"{model_dir / 'card.json'}: {exc}") from None
     cfg.model.pretrained = False  # the trained weights below replace any initialisation
     model = create_model(cfg.model, cfg.data.image_size)
-    weights = model_dir / "model.safetensors"
-    try:
-        state = load_file(str(weights))
-    except FileNotFoundError:
-        raise ModelLoadError(f"{weights}: missing weights file") from None
-    except (SafetensorError, OSError) as exc:
-        raise ModelLoadError(f"{weights}: not a valid safetensors file ({exc})") from None
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise ModelLoadError(f"{weights}: weights do not fit the card's architecture ({first})") from None
+    load_weights(model, model_dir / "model.safetensors")
     if len(classes) != cfg.model.num_classes:
         raise ModelLoadError(
             f"{model_dir / 'card.json'}: {len(classes)} classes but the net has {cfg.model.num_classes}")

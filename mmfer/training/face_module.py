@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import lightning as L
 import numpy as np
 import torch
@@ -16,6 +14,7 @@ from mmfer.data.face_dataset import FaceArrayDataset, train_transform
 from mmfer.data.fer2013 import FaceArrays, load_fer2013
 from mmfer.emotions import NUM_EMOTIONS
 from mmfer.face.models import create_model
+from mmfer.training.optim import configure_optimizer
 
 
 def stratified_subset(arr: FaceArrays, limit: int | None, seed: int = 0) -> FaceArrays:
@@ -126,24 +125,4 @@ class FaceClassifier(L.LightningModule):
         head = [p for n, p in self.model.named_parameters() if not n.startswith("backbone.")]
         body = [p for n, p in self.model.named_parameters() if n.startswith("backbone.")]
         groups = [{"params": body, "lr": o.lr * o.backbone_lr_mult}, {"params": head, "lr": o.lr}]
-        if o.name == "adamw":
-            opt = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
-        elif o.name == "sgd":
-            opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=True)
-        else:
-            raise ValueError(f"unknown optim.name {o.name!r}; expected adamw or sgd")
-        if o.schedule == "plateau":
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=2)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/acc"}}
-        if o.schedule != "cosine":
-            raise ValueError(f"unknown optim.schedule {o.schedule!r}; expected cosine or plateau")
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warm = min(total - 1, int(o.warmup_epochs * total / max(1, self.cfg.trainer.epochs)))
-
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / (warm + 1)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return configure_optimizer(groups, o, int(self.trainer.estimated_stepping_batches), self.cfg.trainer.epochs)

@@ -1,0 +1,79 @@
+"""Trained audio models on disk: ``model.safetensors`` + ``card.json`` (config, classes, feature
+settings, metrics, data hash), in the same format as the face branch. Loading never unpickles."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from mmfer.audio.io import SAMPLE_RATE
+from mmfer.audio.models import SpeechEmotionNet, create_audio_model
+from mmfer.config import AudioTrainCfg, ConfigError, from_dict, to_dict
+from mmfer.emotions import AUDIO_EMOTIONS, EXTRA_CLASSES, check_model_classes
+from mmfer.face.artifact import CARD_VERSION, ModelLoadError, load_weights, read_card, resolve_model_dir
+
+DEFAULT_AUDIO_MODEL = "audio_crnn"
+
+
+def preprocessing_spec(cfg: AudioTrainCfg) -> dict[str, Any]:
+    f = cfg.features
+    return {
+        "input": f"mono float32 at {SAMPLE_RATE} Hz (any file is converted by mmfer.audio.io)",
+        "features": f"{f.n_mels} log-mel bands ({f.fmin:g}-{f.fmax:g} Hz, {f.win_ms:g} ms window, {f.hop_ms:g} ms hop) "
+                    "+ 6 prosody tracks (YIN F0 relative and absolute, periodicity, RMS energy, deltas)",
+        "normalisation": "per utterance: band means removed, scaled by the utterance's spread; F0 relative to the "
+                         "utterance median; energy relative to the loudest frame",
+        "silence_trim": f.trim,
+        "window_s": 4.0,
+    }
+
+
+def audio_classes(num_classes: int) -> tuple[str, ...]:
+    return AUDIO_EMOTIONS[:num_classes]
+
+
+def save_audio_model(model: SpeechEmotionNet, cfg: AudioTrainCfg, out_dir: str | Path, metrics: dict[str, Any],
+                     data_hash: str, extra: dict[str, Any] | None = None) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "mmfer-audio"})
+    card = {
+        "card_version": CARD_VERSION,
+        "kind": "audio",
+        "name": cfg.name,
+        "classes": list(audio_classes(cfg.model.num_classes)),
+        "fold_to_canonical": {c: EXTRA_CLASSES[c] for c in audio_classes(cfg.model.num_classes) if c in EXTRA_CLASSES},
+        "config": to_dict(cfg),
+        "preprocessing": preprocessing_spec(cfg),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "metrics": metrics,
+        "data_hash": data_hash,
+        **(extra or {}),
+    }
+    (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    return out
+
+
+def load_audio_model(name_or_path: str | Path | None = None, device: str | torch.device = "cpu"
+                     ) -> tuple[SpeechEmotionNet, dict[str, Any], AudioTrainCfg]:
+    """Load a trained audio model, its card and config (safetensors only: no pickle)."""
+    model_dir = resolve_model_dir(name_or_path, DEFAULT_AUDIO_MODEL)
+    card = read_card(model_dir, kind="audio")
+    try:
+        cfg = from_dict(AudioTrainCfg, card["config"])
+        classes = check_model_classes(card["classes"])
+        model = create_audio_model(cfg.model, cfg.features.n_mels)
+    except (ConfigError, KeyError, ValueError) as exc:
+        raise ModelLoadError(f"{model_dir / 'card.json'}: {exc}") from None
+    if len(classes) != cfg.model.num_classes:
+        raise ModelLoadError(f"{model_dir / 'card.json'}: {len(classes)} classes but the net has "
+                             f"{cfg.model.num_classes}")
+    load_weights(model, model_dir / "model.safetensors")
+    model.eval().to(device)
+    card["_dir"] = str(model_dir)
+    return model, card, cfg

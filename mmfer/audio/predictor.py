@@ -1,0 +1,149 @@
+"""Speech emotion recognition on a user's recordings: the public API of the audio branch.
+
+>>> rec = AudioEmotionRecognizer()                # the shipped audio_crnn model
+>>> pred = rec.predict_file("clip.wav")           # any format; video files: their audio track
+>>> pred.emotion, pred.probabilities, pred.notes
+
+Files up to ``single_pass_s`` long are scored whole (after trimming silence). Longer files are
+streamed in windows (memory stays flat for hours of audio): each window with enough sound is
+scored, the file's probabilities are the average weighted by each window's sound, and
+``pred.windows`` is the timeline. Problems that do not stop a prediction (clipping, a DC offset,
+a dead channel, narrow-band audio, very short or almost silent clips) are listed in ``notes``,
+and the ones that make it less trustworthy set ``low_confidence``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmfer.audio.artifact import load_audio_model
+from mmfer.audio.feature_table import feature_matrix
+from mmfer.audio.features import FeatureExtractor
+from mmfer.audio.io import AudioClip, audio_info, iter_windows, load_audio
+from mmfer.emotions import fold_to_canonical
+
+MIN_SPEECH_S = 0.5
+SILENCE_PEAK = 10 ** (-60 / 20)  # a file whose loudest sample is under -60 dBFS holds no usable sound
+LOW_CONFIDENCE = 0.35
+_DEGRADING = ("clipped", "recorded at", "too short", "truncated", "little sound")
+
+
+@dataclasses.dataclass
+class AudioPrediction:
+    """One file's (or array's) result. ``emotion`` is None when there was nothing to classify."""
+
+    source: str
+    emotion: str | None
+    confidence: float | None
+    probabilities: dict[str, float]  # over the model's classes (8 for RAVDESS models: calm included)
+    duration_s: float
+    speech_s: float
+    low_confidence: bool
+    notes: list[str]
+    windows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    @property
+    def canonical(self) -> dict[str, float]:
+        """Probabilities over the 7 canonical emotions (calm folded into neutral)."""
+        return fold_to_canonical(self.probabilities) if self.probabilities else {}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["canonical"] = {k: round(v, 4) for k, v in self.canonical.items()}
+        d["probabilities"] = {k: round(v, 4) for k, v in self.probabilities.items()}
+        d["duration_s"], d["speech_s"] = round(self.duration_s, 3), round(self.speech_s, 3)
+        if self.confidence is not None:
+            d["confidence"] = round(self.confidence, 4)
+        return d
+
+
+class AudioEmotionRecognizer:
+    """Load an audio model once; predict on arrays, files and folders."""
+
+    def __init__(self, model: str | Path | None = None, device: str = "auto", window_s: float = 4.0,
+                 single_pass_s: float = 10.0):
+        dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+        self.device = torch.device(dev)
+        self.model, self.card, self.cfg = load_audio_model(model, self.device)
+        self.classes: tuple[str, ...] = tuple(self.card["classes"])
+        self.features = FeatureExtractor(self.cfg.features, self.device)
+        self.window_s, self.single_pass_s = window_s, single_pass_s
+
+    @torch.no_grad()
+    def _score(self, samples: np.ndarray) -> tuple[np.ndarray | None, float]:
+        """Class probabilities and seconds of sound of one clip (None when it is silent)."""
+        if samples.size == 0 or float(np.abs(samples).max()) < SILENCE_PEAK:
+            return None, 0.0
+        feats = self.features(samples)
+        if feats.active_s <= 0:
+            return None, 0.0
+        x = feature_matrix(feats)[None].to(self.device)
+        probs = self.model(x).float().softmax(1)[0].cpu().numpy()
+        return probs, feats.active_s
+
+    def _result(self, source: str, probs: np.ndarray | None, duration: float, speech: float, notes: list[str],
+                windows: list[dict[str, Any]] | None = None) -> AudioPrediction:
+        notes = list(notes)
+        if probs is None:
+            notes.append("silent: no speech or sound to classify")
+            return AudioPrediction(source, None, None, {}, duration, 0.0, True, notes, windows or [])
+        if speech < MIN_SPEECH_S:
+            notes.append(f"too short: {speech:.2f} s of sound (at least {MIN_SPEECH_S} s is needed for a reliable "
+                         "estimate)")
+        k = int(probs.argmax())
+        conf = float(probs[k])
+        low = conf < LOW_CONFIDENCE or any(n.startswith(_DEGRADING) for n in notes)
+        return AudioPrediction(source, self.classes[k], conf, {c: float(p) for c, p in zip(self.classes, probs,
+                                                                                            strict=True)},
+                               duration, speech, low, notes, windows or [])
+
+    def predict_samples(self, samples: np.ndarray, source: str = "<array>", notes: list[str] | None = None
+                        ) -> AudioPrediction:
+        """16 kHz mono float samples -> one prediction (no windowing: pass clips of a few seconds)."""
+        samples = np.asarray(samples, np.float32).reshape(-1)
+        probs, speech = self._score(samples)
+        return self._result(source, probs, len(samples) / 16_000, speech, notes or [])
+
+    def predict_clip(self, clip: AudioClip) -> AudioPrediction:
+        return self.predict_samples(clip.samples, clip.path, clip.notes)
+
+    def predict_file(self, path: str | Path) -> AudioPrediction:
+        """Any audio file, or the audio track of a video. Raises AudioLoadError for unusable files."""
+        info = audio_info(path)
+        duration = info["duration_s"]
+        if isinstance(duration, float) and duration <= self.single_pass_s:
+            return self.predict_clip(load_audio(path))
+        return self._predict_windows(path)
+
+    def _predict_windows(self, path: str | Path) -> AudioPrediction:
+        total, weight, speech, end = None, 0.0, 0.0, 0.0
+        first_note: dict[str, str] = {}  # one note per kind (clipped, DC, channel...), with its window count
+        counts: dict[str, int] = {}
+        timeline = []
+        for w in iter_windows(path, self.window_s):
+            for n in w.notes:
+                kind = n.split(":")[0].split(" ")[0]
+                first_note.setdefault(kind, n)
+                counts[kind] = counts.get(kind, 0) + 1
+            probs, sound = self._score(w.samples)
+            end = w.offset_s + w.duration_s
+            row: dict[str, Any] = {"start_s": round(w.offset_s, 2), "end_s": round(end, 2),
+                                   "speech_s": round(sound, 2), "emotion": None}
+            if probs is not None and sound >= MIN_SPEECH_S / 2:
+                row["emotion"] = self.classes[int(probs.argmax())]
+                row["probabilities"] = {c: round(float(p), 4) for c, p in zip(self.classes, probs, strict=True)}
+                total = probs * sound if total is None else total + probs * sound
+                weight += sound
+                speech += sound
+            timeline.append(row)
+        notes = [n if counts[k] == 1 else f"{n} (in {counts[k]} of {len(timeline)} windows)"
+                 for k, n in first_note.items()]
+        probs = None if total is None else total / weight
+        if probs is not None and speech < 0.1 * end:
+            notes.append(f"little sound: {speech:.1f} s of {end:.1f} s")
+        return self._result(str(path), probs, end, speech, notes, timeline)

@@ -1,0 +1,125 @@
+"""Lightning system and data module for the speech emotion branch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchmetrics
+from torch.utils.data import DataLoader, Dataset
+
+from mmfer.audio.augment import spec_augment
+from mmfer.audio.feature_table import FeatureTable
+from mmfer.audio.models import create_audio_model
+from mmfer.config import AudioTrainCfg, to_dict
+from mmfer.training.optim import configure_optimizer
+
+
+class AudioFeatureDataset(Dataset):
+    """Clips of a :class:`FeatureTable`; training draws augmented copies, random crops and masks."""
+
+    def __init__(self, table: FeatureTable, clips: Sequence[int], labels: Sequence[int], cfg: AudioTrainCfg,
+                 train: bool):
+        self.table, self.clips, self.labels = table, np.asarray(clips), np.asarray(labels)
+        self.cfg, self.train = cfg, train
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        clip = int(self.clips[i])
+        variant = 0
+        if self.train and self.table.variants and np.random.random() < self.cfg.augment.variant_prob:
+            variant = np.random.randint(1, self.table.variants + 1)
+        x = self.table.get(clip, variant)
+        if self.train:
+            limit = self.cfg.data.max_frames
+            if x.shape[1] > limit:  # random crop = time shift
+                start = np.random.randint(0, x.shape[1] - limit + 1)
+                x = x[:, start : start + limit]
+            x = spec_augment(x, self.cfg.features.n_mels, self.cfg.augment)
+        return x, int(self.labels[i])
+
+
+def pad_batch(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, C, T_max) zero-padded features, lengths, labels."""
+    lengths = torch.tensor([x.shape[1] for x, _ in batch])
+    out = torch.zeros(len(batch), batch[0][0].shape[0], int(lengths.max()))
+    for i, (x, _) in enumerate(batch):
+        out[i, :, : x.shape[1]] = x
+    return out, lengths, torch.tensor([y for _, y in batch])
+
+
+class AudioDataModule(L.LightningDataModule):
+    def __init__(self, cfg: AudioTrainCfg, table: FeatureTable, labels: np.ndarray, train_clips: Sequence[int],
+                 val_clips: Sequence[int] | None = None):
+        super().__init__()
+        self.cfg, self.table, self.labels = cfg, table, np.asarray(labels)
+        self.train_clips, self.val_clips = np.asarray(train_clips), val_clips
+
+    def train_dataloader(self) -> DataLoader:
+        t = self.cfg.trainer
+        ds = AudioFeatureDataset(self.table, self.train_clips, self.labels[self.train_clips], self.cfg, True)
+        return DataLoader(ds, batch_size=t.batch_size, shuffle=True, drop_last=True, collate_fn=pad_batch,
+                          num_workers=t.num_workers, persistent_workers=t.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_clips is None or len(self.val_clips) == 0:
+            return []
+        clips = np.asarray(self.val_clips)
+        ds = AudioFeatureDataset(self.table, clips, self.labels[clips], self.cfg, False)
+        return DataLoader(ds, batch_size=64, collate_fn=pad_batch)
+
+
+class AudioClassifier(L.LightningModule):
+    def __init__(self, cfg: AudioTrainCfg):
+        super().__init__()
+        self.save_hyperparameters({"config": to_dict(cfg)})
+        self.cfg = cfg
+        self.model = create_audio_model(cfg.model, cfg.features.n_mels)
+        n = cfg.model.num_classes
+        self.train_acc = torchmetrics.Accuracy(task="multiclass", num_classes=n)
+        self.val_acc = torchmetrics.Accuracy(task="multiclass", num_classes=n)
+        self.val_f1 = torchmetrics.F1Score(task="multiclass", num_classes=n, average="macro")
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(x, lengths)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
+        x, lengths, y = batch
+        logits = self(x, lengths)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.optim.label_smoothing)
+        self.train_acc(logits.argmax(1), y)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], _: int) -> None:
+        x, lengths, y = batch
+        logits = self(x, lengths)
+        self.val_acc(logits, y)
+        self.val_f1(logits, y)
+        self.log("val/loss", F.cross_entropy(logits.float(), y), sync_dist=True)
+        self.log("val/acc", self.val_acc, prog_bar=True)
+        self.log("val/macro_f1", self.val_f1, prog_bar=True)
+
+    def configure_optimizers(self):  # noqa: ANN201 (Lightning's union return type)
+        groups = [{"params": list(self.model.parameters()), "lr": self.cfg.optim.lr}]
+        return configure_optimizer(groups, self.cfg.optim, int(self.trainer.estimated_stepping_batches),
+                                   self.cfg.trainer.epochs)
+
+
+@torch.no_grad()
+def predict_table(model: torch.nn.Module, table: FeatureTable, clips: Sequence[int], batch_size: int = 64
+                  ) -> np.ndarray:
+    """Softmax probabilities of clean (variant 0) whole clips, in ``clips`` order."""
+    model.eval()
+    out = []
+    for s in range(0, len(clips), batch_size):
+        batch = [(table.get(int(c)), 0) for c in clips[s : s + batch_size]]
+        x, lengths, _ = pad_batch(batch)
+        out.append(model(x, lengths).float().softmax(1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)

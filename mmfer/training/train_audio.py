@@ -1,0 +1,181 @@
+"""Train the speech emotion model, and estimate its accuracy by actor-disjoint cross-validation.
+
+Cross-validation trains one model per fold for a fixed number of epochs and scores it once, on
+the fold's unseen actors: nothing (epoch, checkpoint, threshold) is chosen by looking at the test
+fold, so the mean over folds is an honest speaker-independent estimate. The shipped model is then
+trained the same way on every actor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+
+from mmfer.audio.artifact import audio_classes, save_audio_model
+from mmfer.audio.feature_table import FeatureTable, build_feature_table
+from mmfer.config import AudioTrainCfg, to_dict
+from mmfer.data.fer2013 import DatasetError
+from mmfer.data.ravdess import actor_folds, find_labelled_folder, find_ravdess
+from mmfer.training.audio_module import AudioClassifier, AudioDataModule, predict_table
+from mmfer.training.train_face import _distributed_args, resolve_precision
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class AudioCorpus:
+    files: list[Path]
+    labels: np.ndarray  # indices into the model's classes
+    speakers: np.ndarray  # actor numbers (RAVDESS) or -1 (folder data: no speaker information)
+    table: FeatureTable
+
+    @property
+    def data_hash(self) -> str:
+        h = hashlib.sha1()
+        for f, y in zip(self.files, self.labels, strict=True):
+            h.update(f"{f.name}:{y};".encode())
+        return h.hexdigest()[:16]
+
+
+def load_corpus(cfg: AudioTrainCfg, use_cache: bool = True) -> AudioCorpus:
+    """Files, labels and speakers of ``cfg.data``, with their (cached) feature table."""
+    classes = audio_classes(cfg.model.num_classes)
+    d = cfg.data
+    if d.dataset == "ravdess":
+        items = find_ravdess(d.root, channel=("speech", "song") if d.include_song else "speech")
+        pairs = [(it.path, it.label, it.actor) for it in items]
+    elif d.dataset == "folder":
+        if d.root is None:
+            raise DatasetError("data.dataset=folder needs data.root (a folder of <emotion>/ sub-folders)")
+        pairs = [(p, lab, -1) for p, lab in find_labelled_folder(d.root)]
+    else:
+        raise DatasetError(f"unknown data.dataset {d.dataset!r}; expected ravdess or folder")
+    unknown = sorted({lab for _, lab, _ in pairs if lab not in classes})
+    if unknown:
+        raise DatasetError(f"labels {unknown} are not among the model's {len(classes)} classes {list(classes)}")
+    if d.actors is not None:
+        pairs = [p for p in pairs if p[2] in set(d.actors)]
+    if d.limit_per_class is not None:
+        kept, seen = [], dict.fromkeys(classes, 0)
+        for p in pairs:
+            if seen[p[1]] < d.limit_per_class:
+                kept.append(p)
+                seen[p[1]] += 1
+        pairs = kept
+    if not pairs:
+        raise DatasetError("no audio clips left after the data filters (actors / limit_per_class)")
+    files = [p for p, _, _ in pairs]
+    labels = np.array([classes.index(lab) for _, lab, _ in pairs])
+    speakers = np.array([s for _, _, s in pairs])
+    table = build_feature_table(files, cfg.features, d, seed=cfg.trainer.seed, use_cache=use_cache)
+    return AudioCorpus(files, labels, speakers, table)
+
+
+def fit(cfg: AudioTrainCfg, corpus: AudioCorpus, train_clips: np.ndarray, out_dir: Path,
+        val_clips: np.ndarray | None = None, resume: bool = True, fast_dev_run: bool = False) -> AudioClassifier:
+    """Train for ``cfg.trainer.epochs`` (a checkpoint per epoch; resumes from ``out_dir``); returns the last epoch.
+
+    ``val_clips`` are only monitored (curves in the CSV log): no checkpoint or epoch is selected on them.
+    """
+    t = cfg.trainer
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    L.seed_everything(t.seed, workers=True)
+    system = AudioClassifier(cfg)
+    dm = AudioDataModule(cfg, corpus.table, corpus.labels, train_clips, val_clips)
+    ckpt = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="last", save_last=False, save_top_k=1,
+                           every_n_epochs=1, enable_version_counter=False)
+    trainer = L.Trainer(
+        default_root_dir=str(out_dir), max_epochs=t.epochs, accelerator=t.accelerator,
+        precision=resolve_precision(t.precision, t.accelerator),
+        callbacks=[ckpt, LearningRateMonitor(logging_interval="epoch"), TQDMProgressBar(refresh_rate=10)],
+        logger=CSVLogger(str(out_dir), name="logs"), log_every_n_steps=min(t.log_every_n_steps, 10),
+        max_time={"minutes": t.max_time_minutes} if t.max_time_minutes else None, num_sanity_val_steps=0,
+        fast_dev_run=fast_dev_run, enable_model_summary=False, **_distributed_args(cfg),
+    )
+    last = out_dir / "checkpoints" / "last.ckpt"
+    trainer.fit(system, datamodule=dm, ckpt_path=str(last) if resume and last.is_file() and not fast_dev_run else None)
+    return system.cpu().eval()
+
+
+def _fold_report(y: np.ndarray, probs: np.ndarray, classes: tuple[str, ...]) -> dict[str, Any]:
+    from mmfer.evaluation.metrics import classification_report
+
+    return classification_report(y, probs, classes)
+
+
+def cross_validate(cfg: AudioTrainCfg, out_dir: str | Path, resume: bool = True, folds: int | None = None,
+                   only_folds: list[int] | None = None) -> dict[str, Any]:
+    """Actor-disjoint k-fold cross-validation; per-fold predictions are kept so an interrupted run resumes.
+
+    Returns ``{"folds": [...], "aggregate": ..., "pooled": ...}``
+    (see :func:`mmfer.evaluation.metrics.aggregate_folds`).
+    """
+    from mmfer.evaluation.metrics import aggregate_folds, classification_report
+
+    out = Path(out_dir)
+    k = folds or cfg.data.folds
+    corpus = load_corpus(cfg)
+    if (corpus.speakers < 0).any():
+        raise DatasetError("cross-validation needs speaker identities (RAVDESS actors); folder data has none")
+    classes = audio_classes(cfg.model.num_classes)
+    test_folds = actor_folds(np.unique(corpus.speakers), k, cfg.data.fold_seed)
+    fold_reports, all_y, all_p, fold_rows = [], [], [], []
+    for i, test_actors in enumerate(test_folds):
+        if only_folds is not None and i not in only_folds:
+            continue
+        fdir = out / f"fold_{i}"
+        pred_file = fdir / "predictions.npz"
+        test_mask = np.isin(corpus.speakers, test_actors)
+        train_clips, test_clips = np.flatnonzero(~test_mask), np.flatnonzero(test_mask)
+        assert not set(corpus.speakers[train_clips]) & set(test_actors), "actor leakage"
+        if resume and pred_file.is_file():
+            with np.load(pred_file) as z:
+                probs, y = z["probs"], z["labels"]
+        else:
+            started = time.time()
+            system = fit(cfg, corpus, train_clips, fdir, val_clips=test_clips, resume=resume)
+            probs, y = predict_table(system.model, corpus.table, test_clips), corpus.labels[test_clips]
+            np.savez(pred_file, probs=probs, labels=y, clips=test_clips, actors=corpus.speakers[test_clips])
+            log.info("fold %d done in %.0f s", i, time.time() - started)
+        rep = classification_report(y, probs, classes)
+        fold_reports.append(rep)
+        all_y.append(y)
+        all_p.append(probs)
+        fold_rows.append({"fold": i, "test_actors": test_actors, "n": int(len(y)), "accuracy": rep["accuracy"],
+                          "macro_f1": rep["macro_f1"], "uar": rep.get("balanced_accuracy")})
+        log.info("fold %d (actors %s): accuracy %.4f macro-F1 %.4f", i, test_actors, rep["accuracy"], rep["macro_f1"])
+    y_all, p_all = np.concatenate(all_y), np.concatenate(all_p)
+    pooled = classification_report(y_all, p_all, classes)
+    return {"folds": fold_rows, "aggregate": aggregate_folds(fold_reports), "pooled": pooled, "y": y_all,
+            "probs": p_all, "test_folds": test_folds, "n_clips": len(corpus.files), "data_hash": corpus.data_hash,
+            "config": to_dict(cfg)}
+
+
+def train_audio(cfg: AudioTrainCfg, out_dir: str | Path, resume: bool = True, fast_dev_run: bool = False,
+                metrics: dict[str, Any] | None = None) -> Path | None:
+    """Train on every clip of ``cfg.data`` (all actors unless data.actors says otherwise) and export
+    ``out_dir/model`` (safetensors + card). ``metrics`` (e.g. the cross-validation summary) go in the card."""
+    out = Path(out_dir)
+    corpus = load_corpus(cfg)
+    started = time.time()
+    system = fit(cfg, corpus, np.arange(len(corpus.files)), out, resume=resume, fast_dev_run=fast_dev_run)
+    if fast_dev_run:
+        return None
+    info = {"train_clips": len(corpus.files), "speakers": sorted(int(s) for s in set(corpus.speakers) if s >= 0),
+            "train_seconds_this_call": round(time.time() - started, 1), **(metrics or {})}
+    path = save_audio_model(system.model, cfg, out / "model", info, corpus.data_hash,
+                            extra={"trained_with": {"torch": torch.__version__, "lightning": L.__version__}})
+    (out / "train_summary.json").write_text(json.dumps(info, indent=2) + "\n")
+    return path
