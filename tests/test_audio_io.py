@@ -19,14 +19,16 @@ def _write_video(path: Path, with_audio: bool, seconds: float = 2.0, f0: float =
     with av.open(str(path), "w") as c:
         vs = c.add_stream("mpeg4", rate=10)
         vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        st = None
+        if with_audio:  # every stream must exist before the first packet is muxed
+            st = c.add_stream("aac", rate=44100)
+            st.layout = "stereo"
         for _ in range(int(seconds * 10)):
             for p in vs.encode(av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")):
                 c.mux(p)
         for p in vs.encode():
             c.mux(p)
-        if with_audio:
-            st = c.add_stream("aac", rate=44100)
-            st.layout = "stereo"
+        if st is not None:
             x = voice(f0, seconds, 44100)
             for i in range(0, len(x), 1024):
                 blk = np.ascontiguousarray(np.stack([x[i : i + 1024]] * 2))

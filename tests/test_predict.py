@@ -163,7 +163,7 @@ def test_missing_paths_and_empty_folder(model_dir: Path, tmp_path: Path, capsys:
     assert code == 1 and f"{tmp_path / 'nope.jpg'}: no such file" in err
     (tmp_path / "empty").mkdir()
     code, _, err = _run(capsys, ["predict", str(tmp_path / "empty"), "--model", str(model_dir)])
-    assert code == 1 and "no image files found" in err
+    assert code == 1 and "no image, audio or video files found" in err
 
 
 def test_bad_model_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
