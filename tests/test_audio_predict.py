@@ -137,3 +137,18 @@ def test_bad_audio_model_is_a_usage_error(tmp_path: Path, capsys: pytest.Capture
     assert "no such model folder" in capsys.readouterr().err
     with pytest.raises(AudioLoadError):
         AudioEmotionRecognizer().predict_file(tmp_path / "missing.wav")
+
+
+def test_cli_eval_on_a_labelled_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for label in ("anger", "calm"):
+        (tmp_path / "clips" / label).mkdir(parents=True)
+        for i in range(2):
+            sf.write(tmp_path / "clips" / label / f"{i}.wav", _speechy(1.5, seed=i), 16000)
+    (tmp_path / "clips" / "calm" / "broken.wav").write_text("not audio")
+    code = main(["eval", "audio", "--data-dir", str(tmp_path / "clips"), "--out", str(tmp_path / "rep")])
+    out, err = capsys.readouterr()
+    assert code == 0 and "n=4" in out and "skipped=1" in out and "broken.wav: is a text file" in err
+    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert rep["n"] == 4 and rep["confusion"]["labels"] == list(AUDIO_EMOTIONS)
+    assert sum(rep["per_class"][c]["support"] for c in AUDIO_EMOTIONS) == 4
+    assert rep["per_class"]["angry"]["support"] == 2 and rep["per_class"]["calm"]["support"] == 2
