@@ -105,7 +105,9 @@ def fit(cfg: AudioTrainCfg, corpus: AudioCorpus, train_clips: np.ndarray, out_di
         fast_dev_run=fast_dev_run, enable_model_summary=False, **_distributed_args(cfg),
     )
     last = out_dir / "checkpoints" / "last.ckpt"
-    trainer.fit(system, datamodule=dm, ckpt_path=str(last) if resume and last.is_file() and not fast_dev_run else None)
+    val = dm.val_dataloader() or None  # no loader at all (rather than an empty one) when nothing is monitored
+    resume_from = str(last) if resume and last.is_file() and not fast_dev_run else None
+    trainer.fit(system, train_dataloaders=dm.train_dataloader(), val_dataloaders=val, ckpt_path=resume_from)
     return system.cpu().eval()
 
 
