@@ -24,6 +24,13 @@ LABEL_SETS: dict[str, tuple[str, ...]] = {
     "ravdess": ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"),
     # CK+ Emotion labels 0..7 (0 = neutral in the original coding, 1..7 the expressions)
     "ckplus": ("neutral", "anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise"),
+    # CAER-S class folders, alphabetical as distributed
+    "caer": ("anger", "disgust", "fear", "happy", "neutral", "sad", "surprise"),
+    # EMOTIC's 26 discrete categories (multi-label), in the order of the EMOTIC paper
+    "emotic": ("Affection", "Anger", "Annoyance", "Anticipation", "Aversion", "Confidence", "Disapproval",
+               "Disconnection", "Disquietment", "Doubt/Confusion", "Embarrassment", "Engagement", "Esteem",
+               "Excitement", "Fatigue", "Fear", "Happiness", "Pain", "Peace", "Pleasure", "Sadness", "Sensitivity",
+               "Suffering", "Surprise", "Sympathy", "Yearning"),
 }
 
 #: Per source label -> canonical label, or None when the class has no counterpart.
@@ -48,6 +55,29 @@ MAPPINGS: dict[str, dict[str, str | None]] = {
         "fearful": "fear",
         "disgust": "disgust",
         "surprised": "surprise",
+    },
+    "caer": {
+        "anger": "angry",
+        "disgust": "disgust",
+        "fear": "fear",
+        "happy": "happy",
+        "neutral": "neutral",
+        "sad": "sad",
+        "surprise": "surprise",
+    },
+    # Only categories that name the same emotion; the others (Annoyance, Peace, Pleasure, ...) are
+    # related but not the same state, so they stay unmapped rather than being guessed.
+    "emotic": {
+        **{c: None for c in ("Affection", "Annoyance", "Anticipation", "Confidence", "Disapproval", "Disconnection",
+                             "Disquietment", "Doubt/Confusion", "Embarrassment", "Engagement", "Esteem",
+                             "Excitement", "Fatigue", "Pain", "Peace", "Pleasure", "Sensitivity", "Suffering",
+                             "Sympathy", "Yearning")},
+        "Anger": "angry",
+        "Aversion": "disgust",
+        "Fear": "fear",
+        "Happiness": "happy",
+        "Sadness": "sad",
+        "Surprise": "surprise",
     },
     "ckplus": {
         "neutral": "neutral",
