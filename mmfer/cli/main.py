@@ -63,6 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--no-tta", action="store_true", help="no flip test-time augmentation")
     pr.add_argument("--device", default="auto")
 
+    tl = sub.add_parser("timeline", help="face emotion over time in a video: JSON, CSV and a plot")
+    tl.add_argument("video", help="a video file (MP4, MOV, AVI, MKV, WebM...)")
+    tl.add_argument("--fps", type=float, default=10.0, help="frames sampled per second (0: every frame)")
+    tl.add_argument("--smooth", type=float, default=0.5, help="moving-average window in seconds")
+    tl.add_argument("--out", help="output folder (default: <video name>_timeline next to the working directory)")
+    tl.add_argument("--model", default=None, help="face model: shipped name or model folder")
+    tl.add_argument("--detector", default="auto", choices=["auto", "yunet", "haar"])
+    tl.add_argument("--yunet-model", help="YuNet ONNX file (default: $MMFER_YUNET_MODEL, cache, download)")
+    tl.add_argument("--device", default="auto")
+
     sub.add_parser("models", help="list the shipped models and their metrics")
     return parser
 
@@ -263,6 +273,33 @@ def _print_faces(path: Path, faces: list) -> None:
         print(f"{path}  face {i + 1}/{len(faces)}  {box}  -> {f.emotion} ({f.confidence:.2f})  [{probs}]")
 
 
+def cmd_timeline(args: argparse.Namespace) -> int:
+    from mmfer.face.predictor import FaceEmotionRecognizer
+    from mmfer.video.io import VideoLoadError
+    from mmfer.video.timeline import video_timeline
+
+    rec = FaceEmotionRecognizer(args.model, detector=args.detector, device=args.device, yunet_model=args.yunet_model)
+    try:
+        tl = video_timeline(args.video, rec, sample_fps=args.fps or None, smooth_s=args.smooth)
+    except VideoLoadError as exc:
+        _err(str(exc))
+        return EXIT_SOME_FAILED
+    out = Path(args.out) if args.out else Path(f"{Path(args.video).stem}_timeline")
+    paths = tl.write(out)
+    d = tl.to_dict()
+    info = tl.info
+    print(f"{args.video}: {info.duration_s or 0:.1f} s at {info.fps or 0:.1f} fps, {d['frames_used']} frames used "
+          f"({args.fps or 'all'}/s), face in {d['frames_with_face']}, {len(tl.tracks)} track(s)")
+    if d["emotion"]:
+        probs = "  ".join(f"{k} {v:.2f}" for k, v in sorted(d["mean_probabilities"].items(), key=lambda kv: -kv[1]))
+        print(f"  main face, clip mean -> {d['emotion']}  [{probs}]")
+    for note in tl.notes:
+        print(f"  note: {note}")
+    for name, path in paths.items():
+        print(f"  {name}: {path}")
+    return EXIT_OK
+
+
 def cmd_models(_: argparse.Namespace) -> int:
     from mmfer.paths import WEIGHTS_DIR
 
@@ -289,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     from mmfer.data.fer2013 import DatasetError
     from mmfer.face.artifact import ModelLoadError
 
-    handlers = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "models": cmd_models}
+    handlers = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "models": cmd_models,
+                "timeline": cmd_timeline}
     try:
         return handlers[args.command](args)
     except (ConfigError, DatasetError, ModelLoadError) as exc:

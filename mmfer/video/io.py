@@ -1,0 +1,129 @@
+"""Reading videos with PyAV: frames sampled at a chosen rate, streamed so memory stays flat
+however long the video is, rotated upright from phone metadata, capped in size.
+
+Sampling follows presentation timestamps, so variable-frame-rate videos are sampled evenly in
+time. Problems that do not stop decoding (a corrupt tail, a missing timestamp) are collected in
+``reader.notes``; files that cannot be decoded at all raise :class:`VideoLoadError`, whose
+message starts with the file name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_SAMPLE_FPS = 10.0
+MAX_SIDE = 1280  # frames larger than this are downscaled while decoding (4K phone video -> 1280 px)
+
+
+class VideoLoadError(ValueError):
+    """A video that cannot be used; the message starts with its name and says why."""
+
+
+@dataclasses.dataclass
+class VideoInfo:
+    path: str
+    fps: float | None  # the container's average frame rate
+    duration_s: float | None
+    frames: int | None  # as the header says (None when it does not)
+    width: int
+    height: int
+    rotation: int  # degrees, from the display matrix (phones)
+    codec: str
+    has_audio: bool
+
+
+@dataclasses.dataclass
+class Frame:
+    index: int  # position among the sampled frames
+    time_s: float
+    image: np.ndarray  # (H, W, 3) uint8 BGR, upright
+
+
+def _fail(path: str | Path, problem: str) -> VideoLoadError:
+    return VideoLoadError(f"{path}: {problem}")
+
+
+def _open(path: Path):  # noqa: ANN202 - av.container.InputContainer
+    import av
+
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise _fail(path, "no such file") from None
+    if path.is_dir():
+        raise _fail(path, "is a directory")
+    if st.st_size == 0:
+        raise _fail(path, "empty file (0 bytes)")
+    try:
+        return av.open(str(path))
+    except Exception as exc:  # noqa: BLE001 - FFmpeg raises many types for non-videos
+        raise _fail(path, f"not a readable video, or corrupt ({type(exc).__name__})") from None
+
+
+class VideoReader:
+    """Iterate sampled frames of one video; ``info`` is read from the header at construction."""
+
+    def __init__(self, path: str | Path, sample_fps: float | None = DEFAULT_SAMPLE_FPS, max_side: int = MAX_SIDE):
+        self.path = Path(path)
+        self.sample_fps, self.max_side = sample_fps, max_side
+        self.notes: list[str] = []
+        self.frames_used = 0
+        with _open(self.path) as c:
+            if not c.streams.video:
+                kinds = sorted({s.type for s in c.streams}) or ["no streams"]
+                raise _fail(self.path, f"has no video track (it holds {', '.join(kinds)})")
+            s = c.streams.video[0]
+            fps = float(s.average_rate) if s.average_rate else None
+            duration = float(s.duration * s.time_base) if s.duration and s.time_base else (
+                c.duration / 1_000_000 if c.duration else None)
+            self.info = VideoInfo(str(path), fps, duration, int(s.frames) or None, int(s.width or 0),
+                                  int(s.height or 0), 0, s.codec_context.name, bool(c.streams.audio))
+
+    def _convert(self, frame) -> np.ndarray:  # noqa: ANN001 - av.VideoFrame
+        w, h = frame.width, frame.height
+        scale = min(1.0, self.max_side / max(w, h))
+        if scale < 1.0:
+            frame = frame.reformat(width=max(2, int(w * scale)) & ~1, height=max(2, int(h * scale)) & ~1)
+        img = frame.to_ndarray(format="bgr24")
+        rot = int(getattr(frame, "rotation", 0) or 0) % 360
+        if rot:
+            self.info.rotation = rot
+            # The display matrix angle is counter-clockwise: undo it to show the frame upright.
+            img = np.ascontiguousarray(np.rot90(img, k=rot // 90))
+        return img
+
+    def __iter__(self) -> Iterator[Frame]:
+        import av
+
+        step = 1.0 / self.sample_fps if self.sample_fps else 0.0
+        next_t, n, last_t = 0.0, 0, -1.0
+        with _open(self.path) as c:
+            stream = c.streams.video[0]
+            stream.thread_type = "AUTO"
+            try:
+                for i, frame in enumerate(c.decode(stream)):
+                    t = frame.time
+                    if t is None:  # no timestamp: fall back on the frame count and the nominal rate
+                        t = i / (self.info.fps or 30.0)
+                        if "missing timestamps" not in " ".join(self.notes):
+                            self.notes.append("missing timestamps: times estimated from the frame rate")
+                    if t < last_t:
+                        continue  # out-of-order/duplicate timestamps
+                    if t + 1e-6 < next_t:
+                        continue
+                    last_t = t
+                    next_t = (next_t + step) if step and t < next_t + step else t + step
+                    yield Frame(n, float(t), self._convert(frame))
+                    n += 1
+                    self.frames_used = n
+            except av.FFmpegError as exc:
+                if n == 0:
+                    raise _fail(self.path, f"corrupt or truncated video data ({type(exc).__name__})") from None
+                self.notes.append(f"truncated or corrupt after {last_t:.2f} s ({type(exc).__name__}); "
+                                  f"used the {n} frames before it")
+        if n == 0:
+            raise _fail(self.path, "contains no decodable video frames")

@@ -1,0 +1,139 @@
+"""Per-frame face emotion over a video: sample frames, detect and classify every face, link the
+faces into tracks, and report the main track's probabilities over time (raw and smoothed) as
+JSON, CSV and a plot. Frames where the main person's face is not found are kept and marked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mmfer.emotions import EMOTIONS
+from mmfer.video.io import DEFAULT_SAMPLE_FPS, MAX_SIDE, VideoInfo, VideoReader
+from mmfer.video.tracking import Track, link_tracks, main_track
+
+
+@dataclasses.dataclass
+class VideoTimeline:
+    info: VideoInfo
+    sample_fps: float | None
+    times: np.ndarray  # (T,) seconds of the sampled frames
+    probs: np.ndarray  # (T, 7) main track's face probabilities; NaN where its face was not found
+    smoothed: np.ndarray  # (T, 7) centred moving average over face frames
+    tracks: list[Track]
+    main_track_id: int | None
+    faces_per_frame: list[int]
+    notes: list[str]
+
+    @property
+    def face_found(self) -> np.ndarray:
+        return ~np.isnan(self.probs[:, 0]) if len(self.probs) else np.zeros(0, bool)
+
+    @property
+    def summary(self) -> dict[str, float] | None:
+        """Mean face probabilities of the main track over the clip (None without a face)."""
+        found = self.face_found
+        if not found.any():
+            return None
+        return {e: float(p) for e, p in zip(EMOTIONS, self.probs[found].mean(0), strict=True)}
+
+    def to_dict(self) -> dict[str, Any]:
+        summary = self.summary
+        return {
+            "video": dataclasses.asdict(self.info),
+            "sample_fps": self.sample_fps,
+            "frames_used": len(self.times),
+            "frames_with_face": int(self.face_found.sum()),
+            "emotion": None if summary is None else max(summary, key=summary.get),
+            "mean_probabilities": None if summary is None else {k: round(v, 4) for k, v in summary.items()},
+            "main_track": self.main_track_id,
+            "tracks": [t.to_dict() for t in self.tracks],
+            "notes": self.notes,
+            "frames": [{"time_s": round(float(t), 3), "faces": n, "face_found": bool(f),
+                        "probabilities": None if not f else {e: round(float(v), 4) for e, v in zip(EMOTIONS, p,
+                                                                                                   strict=True)},
+                        "smoothed": None if not f else {e: round(float(v), 4) for e, v in zip(EMOTIONS, s,
+                                                                                              strict=True)}}
+                       for t, n, f, p, s in zip(self.times, self.faces_per_frame, self.face_found, self.probs,
+                                                self.smoothed, strict=True)],
+        }
+
+    def to_frame(self) -> pd.DataFrame:
+        df = pd.DataFrame({"time_s": self.times, "faces": self.faces_per_frame, "face_found": self.face_found})
+        for i, e in enumerate(EMOTIONS):
+            df[e] = self.probs[:, i]
+        for i, e in enumerate(EMOTIONS):
+            df[f"{e}_smoothed"] = self.smoothed[:, i]
+        return df
+
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        """timeline.json, timeline.csv and timeline.png in ``out_dir``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"json": out / "timeline.json", "csv": out / "timeline.csv", "plot": out / "timeline.png"}
+        paths["json"].write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        self.to_frame().to_csv(paths["csv"], index=False, float_format="%.4f")
+        plot_timeline(self, paths["plot"])
+        return paths
+
+
+def plot_timeline(tl: VideoTimeline, path: str | Path) -> Path:
+    from mmfer.evaluation.plots import plt
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    try:
+        for i, e in enumerate(EMOTIONS):
+            ax.plot(tl.times, tl.smoothed[:, i], label=e, lw=1.8)
+        missing = ~tl.face_found
+        for t in tl.times[missing]:
+            ax.axvspan(t - 0.5 / (tl.sample_fps or 10), t + 0.5 / (tl.sample_fps or 10), color="0.9", lw=0)
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel("probability (smoothed)")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{Path(tl.info.path).name}: face emotion over time (grey: no face)")
+        ax.legend(loc="upper left", ncol=4, fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def video_timeline(path: str | Path, recognizer: Any = None, sample_fps: float | None = DEFAULT_SAMPLE_FPS,
+                   smooth_s: float = 0.5, max_side: int = MAX_SIDE) -> VideoTimeline:
+    """Face emotion timeline of a video with a FaceEmotionRecognizer (default: the shipped model).
+
+    Memory stays flat in the video's length: frames are classified as they are decoded and only
+    boxes and 7 probabilities per face are kept.
+    """
+    if recognizer is None:
+        from mmfer.face.predictor import FaceEmotionRecognizer
+
+        recognizer = FaceEmotionRecognizer()
+    reader = VideoReader(path, sample_fps, max_side)
+    times, per_frame = [], []
+    for frame in reader:
+        times.append(frame.time_s)
+        per_frame.append(recognizer.predict_image(frame.image))
+    tracks = link_tracks(per_frame)
+    main = main_track(tracks)
+    probs = np.full((len(times), len(EMOTIONS)), np.nan, np.float32)
+    if main is not None:
+        for t, face in main.faces.items():
+            probs[t] = [face.probabilities[e] for e in EMOTIONS]
+    fps = sample_fps or reader.info.fps or 10.0
+    window = max(1, int(round(smooth_s * fps)))
+    smoothed = pd.DataFrame(probs).rolling(window, center=True, min_periods=1).mean().to_numpy(np.float32, copy=True)
+    smoothed[np.isnan(probs[:, 0])] = np.nan
+    notes = list(reader.notes)
+    if main is None:
+        notes.append("no face found in any sampled frame")
+    elif main.length < len(times):
+        notes.append(f"main face found in {main.length} of {len(times)} sampled frames")
+    return VideoTimeline(reader.info, sample_fps, np.asarray(times, np.float64), probs, smoothed, tracks,
+                         None if main is None else main.id, [len(f) for f in per_frame], notes)
