@@ -157,6 +157,37 @@ class AudioTrainCfg:
     trainer: TrainerCfg = dataclasses.field(default_factory=TrainerCfg)
 
 
+@dataclasses.dataclass
+class VideoModelCfg:
+    arch: str = "bigru"  # a name registered in mmfer.video.models
+    num_classes: int = 7
+    hidden: int = 64
+    drop_rate: float = 0.3
+    motion: bool = True  # add differences to the first and the previous frame (onset -> apex changes)
+
+
+@dataclasses.dataclass
+class VideoDataCfg:
+    dataset: str = "ckplus"  # ckplus (shared clips + labels.tsv) | table (folder + labels.csv/tsv) | folder
+    root: str | None = None  # None: $MMFER_DATA_ROOT, then ./data
+    sample_fps: float = 10.0
+    max_frames: int = 64
+    face_model: str | None = None  # the frozen per-frame CNN (None: the shipped face model)
+    detector: str = "auto"
+    yunet_model: str | None = None
+    feature_noise: float = 0.05  # training: Gaussian noise on embeddings (relative to their std)
+    frame_dropout: float = 0.1  # training: drop this share of frames (marked missing)
+
+
+@dataclasses.dataclass
+class VideoTrainCfg:
+    name: str = "video"
+    model: VideoModelCfg = dataclasses.field(default_factory=VideoModelCfg)
+    data: VideoDataCfg = dataclasses.field(default_factory=VideoDataCfg)
+    optim: OptimCfg = dataclasses.field(default_factory=OptimCfg)
+    trainer: TrainerCfg = dataclasses.field(default_factory=TrainerCfg)
+
+
 def _check_type(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):

@@ -60,3 +60,45 @@ def voice(f0: float, seconds: float, sr: int = 16_000, harmonics: int = 6, vibra
     phase = 2 * np.pi * np.cumsum(inst) / sr
     x = sum(np.sin(k * phase) / k for k in range(1, harmonics + 1))
     return (amp * x / np.abs(x).max()).astype(np.float32)
+
+
+EXAMPLE_PHOTO = REPO / "mmfer" / "examples" / "astronaut.jpg"
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 10, pts_ms: list[int] | None = None) -> None:
+    """BGR frames -> MPEG-4 video; ``pts_ms`` gives each frame's own timestamp (variable frame rate)."""
+    from fractions import Fraction
+
+    import av
+
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        if pts_ms is not None:
+            s.codec_context.time_base = Fraction(1, 1000)
+        for i, img in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="bgr24")
+            if pts_ms is not None:
+                vf.pts, vf.time_base = pts_ms[i], Fraction(1, 1000)
+            for p in s.encode(vf):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def face_frames(n: int, blank: set[int] = frozenset(), two: bool = False) -> list[np.ndarray]:
+    import cv2
+
+    face = cv2.resize(cv2.imread(str(EXAMPLE_PHOTO)), (320, 320))
+    small = cv2.resize(face, (200, 200))
+    out = []
+    for i in range(n):
+        img = np.full((480, 640, 3), 90, np.uint8)
+        if i not in blank:
+            x = 40 + 4 * i
+            img[80:400, x : x + 320] = face
+            if two:
+                img[140:340, 420:620] = small
+        out.append(img)
+    return out

@@ -6,57 +6,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA, YUNET_640, needs_yunet
+from conftest import SHARED_DATA, YUNET_640, face_frames, needs_yunet, write_video
 from mmfer.cli.main import main
 from mmfer.face.predictor import FaceEmotionRecognizer
 from mmfer.video.io import VideoLoadError, VideoReader
 from mmfer.video.timeline import video_timeline
 from mmfer.video.tracking import Track, box_iou, link_tracks, main_track
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "mmfer" / "examples" / "astronaut.jpg"
 CK_CLIP = SHARED_DATA / "ckplus_videos" / "anger_S111_006.mp4"
 needs_ck = pytest.mark.skipif(not CK_CLIP.is_file(), reason=f"CK+ clips not found at {CK_CLIP.parent}")
-
-
-def write_video(path: Path, frames: list[np.ndarray], fps: int = 10, pts_ms: list[int] | None = None) -> None:
-    """BGR frames -> MPEG-4 video; ``pts_ms`` gives each frame's own timestamp (variable frame rate)."""
-    from fractions import Fraction
-
-    import av
-
-    h, w = frames[0].shape[:2]
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("mpeg4", rate=fps)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        if pts_ms is not None:
-            s.codec_context.time_base = Fraction(1, 1000)
-        for i, img in enumerate(frames):
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="bgr24")
-            if pts_ms is not None:
-                vf.pts, vf.time_base = pts_ms[i], Fraction(1, 1000)
-            for p in s.encode(vf):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-
-
-def face_frames(n: int, blank: set[int] = frozenset(), two: bool = False) -> list[np.ndarray]:
-    face = cv2.resize(cv2.imread(str(EXAMPLE)), (320, 320))
-    small = cv2.resize(face, (200, 200))
-    out = []
-    for i in range(n):
-        img = np.full((480, 640, 3), 90, np.uint8)
-        if i not in blank:
-            x = 40 + 4 * i
-            img[80:400, x : x + 320] = face
-            if two:
-                img[140:340, 420:620] = small
-        out.append(img)
-    return out
 
 
 @pytest.fixture(scope="module")

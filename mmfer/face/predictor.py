@@ -115,6 +115,16 @@ class FaceEmotionRecognizer:
         return self._detector
 
     @torch.inference_mode()
+    def embed_crops(self, crops: np.ndarray | Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
+        """(N, feat_dim) float32 backbone embeddings of face crops (what the temporal branch reads)."""
+        grey = np.stack([_to_grey_crop(np.asarray(c)) for c in crops]) if len(crops) else np.zeros((0, 48, 48))
+        out = []
+        for s in range(0, len(grey), batch_size):
+            x = torch.from_numpy(grey[s : s + batch_size]).float().div_(255).unsqueeze(1).to(self.device)
+            out.append(self.model.forward_features(x).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.model.feat_dim), np.float32)
+
+    @torch.inference_mode()
     def predict_crops(self, crops: np.ndarray | Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
         """Class probabilities (N, K) for already-cropped faces (any size, grey or BGR)."""
         if isinstance(crops, np.ndarray) and crops.ndim == 2:

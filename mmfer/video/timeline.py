@@ -29,6 +29,7 @@ class VideoTimeline:
     main_track_id: int | None
     faces_per_frame: list[int]
     notes: list[str]
+    temporal: dict[str, Any] | None = None  # clip-level prediction of the temporal head, when asked for
 
     @property
     def face_found(self) -> np.ndarray:
@@ -51,6 +52,7 @@ class VideoTimeline:
             "frames_with_face": int(self.face_found.sum()),
             "emotion": None if summary is None else max(summary, key=summary.get),
             "mean_probabilities": None if summary is None else {k: round(v, 4) for k, v in summary.items()},
+            "temporal": self.temporal,
             "main_track": self.main_track_id,
             "tracks": [t.to_dict() for t in self.tracks],
             "notes": self.notes,
@@ -104,28 +106,58 @@ def plot_timeline(tl: VideoTimeline, path: str | Path) -> Path:
     return Path(path)
 
 
+@dataclasses.dataclass
+class _FaceRow:
+    box: tuple[int, int, int, int]
+    probs: np.ndarray
+    emb: np.ndarray | None  # float16 backbone embedding, kept only for the temporal head
+
+
 def video_timeline(path: str | Path, recognizer: Any = None, sample_fps: float | None = DEFAULT_SAMPLE_FPS,
-                   smooth_s: float = 0.5, max_side: int = MAX_SIDE) -> VideoTimeline:
+                   smooth_s: float = 0.5, max_side: int = MAX_SIDE, temporal: Any = None) -> VideoTimeline:
     """Face emotion timeline of a video with a FaceEmotionRecognizer (default: the shipped model).
 
-    Memory stays flat in the video's length: frames are classified as they are decoded and only
-    boxes and 7 probabilities per face are kept.
+    With ``temporal`` (a model name/folder, or True for the shipped temporal head) the clip-level
+    temporal prediction is added: the head reads the main track in windows of its ``max_frames``
+    and the windows' probabilities are averaged. Frames are classified as they are decoded; only
+    boxes, 7 probabilities and (with the temporal head) a float16 embedding per face are kept.
     """
+    import torch
+
+    from mmfer.face.detect import crop_faces
+
     if recognizer is None:
         from mmfer.face.predictor import FaceEmotionRecognizer
 
         recognizer = FaceEmotionRecognizer()
+    head = card = None
+    if temporal:
+        from mmfer.face.artifact import ModelLoadError
+        from mmfer.video.artifact import load_video_model
+
+        head, card, vcfg = load_video_model(None if temporal is True else temporal)
+        wanted = vcfg.data.face_model or "face_lite0"
+        if wanted != recognizer.card.get("name"):
+            raise ModelLoadError(f"temporal model {card['name']} reads {wanted} embeddings, but the face model is "
+                                 f"{recognizer.card.get('name')}")
     reader = VideoReader(path, sample_fps, max_side)
     times, per_frame = [], []
     for frame in reader:
         times.append(frame.time_s)
-        per_frame.append(recognizer.predict_image(frame.image))
+        faces = recognizer.detector.detect(frame.image)
+        rows = []
+        if faces:
+            crops = crop_faces(frame.image, faces)
+            probs = recognizer.predict_crops(crops)
+            embs = recognizer.embed_crops(crops).astype(np.float16) if head is not None else [None] * len(faces)
+            rows = [_FaceRow(f.box, p, e) for f, p, e in zip(faces, probs, embs, strict=True)]
+        per_frame.append(rows)
     tracks = link_tracks(per_frame)
     main = main_track(tracks)
     probs = np.full((len(times), len(EMOTIONS)), np.nan, np.float32)
     if main is not None:
         for t, face in main.faces.items():
-            probs[t] = [face.probabilities[e] for e in EMOTIONS]
+            probs[t] = face.probs
     fps = sample_fps or reader.info.fps or 10.0
     window = max(1, int(round(smooth_s * fps)))
     smoothed = pd.DataFrame(probs).rolling(window, center=True, min_periods=1).mean().to_numpy(np.float32, copy=True)
@@ -135,5 +167,21 @@ def video_timeline(path: str | Path, recognizer: Any = None, sample_fps: float |
         notes.append("no face found in any sampled frame")
     elif main.length < len(times):
         notes.append(f"main face found in {main.length} of {len(times)} sampled frames")
-    return VideoTimeline(reader.info, sample_fps, np.asarray(times, np.float64), probs, smoothed, tracks,
-                         None if main is None else main.id, [len(f) for f in per_frame], notes)
+    tl = VideoTimeline(reader.info, sample_fps, np.asarray(times, np.float64), probs, smoothed, tracks,
+                       None if main is None else main.id, [len(f) for f in per_frame], notes)
+    if head is not None and main is not None:
+        span = vcfg.data.max_frames
+        emb = np.zeros((len(times), recognizer.model.feat_dim), np.float32)
+        present = np.zeros(len(times), bool)
+        for t, face in main.faces.items():
+            emb[t], present[t] = face.emb, True
+        outs = []
+        with torch.no_grad():
+            for s in range(0, len(times), span):
+                if present[s : s + span].any():
+                    e, p = torch.from_numpy(emb[None, s : s + span]), torch.from_numpy(present[None, s : s + span])
+                    outs.append(head(e, p).softmax(-1)[0].numpy())
+        clip = np.mean(outs, 0)
+        tl.temporal = {"model": card["name"], "windows": len(outs), "emotion": EMOTIONS[int(clip.argmax())],
+                       "probabilities": {e: round(float(v), 4) for e, v in zip(EMOTIONS, clip, strict=True)}}
+    return tl

@@ -1,0 +1,26 @@
+"""The shipped temporal head: safetensors + card, loaded without unpickling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mmfer.config import ConfigError, VideoTrainCfg, from_dict
+from mmfer.face.artifact import ModelLoadError, load_weights, read_card, resolve_model_dir
+from mmfer.video.models import TemporalEmotionNet, create_temporal_model
+
+DEFAULT_VIDEO_MODEL = "video_bigru_ckplus"
+
+
+def load_video_model(name_or_path: str | Path | None = None) -> tuple[TemporalEmotionNet, dict[str, Any],
+                                                                       VideoTrainCfg]:
+    model_dir = resolve_model_dir(name_or_path, DEFAULT_VIDEO_MODEL)
+    card = read_card(model_dir, kind="video")
+    try:
+        cfg = from_dict(VideoTrainCfg, card["config"])
+        model = create_temporal_model(cfg.model, int(card["feat_dim"]))
+    except (ConfigError, KeyError, ValueError) as exc:
+        raise ModelLoadError(f"{model_dir / 'card.json'}: {exc}") from None
+    load_weights(model, model_dir / "model.safetensors")
+    card["_dir"] = str(model_dir)
+    return model.eval(), card, cfg

@@ -1,0 +1,115 @@
+"""The temporal head: clip datasets, subject-disjoint folds, the model's masking, a real
+cross-validation on the shared CK+ clips, the shipped head, and its clip-level prediction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import SHARED_DATA, YUNET_640, face_frames, needs_yunet, write_video
+from mmfer.config import VideoModelCfg, VideoTrainCfg, load_config
+from mmfer.data.fer2013 import DatasetError
+from mmfer.emotions import EMOTIONS
+from mmfer.face.predictor import FaceEmotionRecognizer
+from mmfer.paths import WEIGHTS_DIR
+from mmfer.video.artifact import load_video_model
+from mmfer.video.clips import load_ckplus_videos, load_clip_folders, load_clip_table, subject_folds
+from mmfer.video.models import create_temporal_model
+from mmfer.video.timeline import video_timeline
+
+REPO = Path(__file__).resolve().parents[1]
+CK = SHARED_DATA / "ckplus_videos"
+needs_ck = pytest.mark.skipif(not (CK / "labels.tsv").is_file(), reason=f"CK+ clips not found at {CK}")
+
+
+def test_clip_table_and_folders(tmp_path: Path) -> None:
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    (tmp_path / "b.mp4").write_bytes(b"x")
+    (tmp_path / "labels.csv").write_text("file,label,subject\na.mp4,Happiness,p1\nb.mp4,anger,p2\n")
+    clips = load_clip_table(tmp_path)
+    assert [(c.path.name, c.label, c.subject) for c in clips] == [("a.mp4", "happy", "p1"), ("b.mp4", "angry", "p2")]
+    assert subject_folds(clips) == [["p1"], ["p2"]]
+    (tmp_path / "labels.csv").write_text("file,label\nc.mp4,happy\n")
+    with pytest.raises(DatasetError, match="c.mp4 not found"):
+        load_clip_table(tmp_path)
+    (tmp_path / "labels.csv").write_text("file,label\na.mp4,bored\n")
+    with pytest.raises(DatasetError, match="row 2: 'bored' is not an emotion"):
+        load_clip_table(tmp_path)
+    (tmp_path / "labels.csv").write_text("file,emotion\na.mp4,happy\n")
+    with pytest.raises(DatasetError, match=r"missing column\(s\) \['label'\]"):
+        load_clip_table(tmp_path)
+    (tmp_path / "f" / "surprise").mkdir(parents=True)
+    (tmp_path / "f" / "surprise" / "x.mov").write_bytes(b"x")
+    assert [c.label for c in load_clip_folders(tmp_path / "f")] == ["surprise"]
+    with pytest.raises(DatasetError, match="needs a subject"):
+        subject_folds(load_clip_folders(tmp_path / "f"))
+
+
+def test_temporal_net_masks_missing_frames_and_padding() -> None:
+    net = create_temporal_model(VideoModelCfg(), 16).eval()
+    emb = torch.randn(2, 10, 16)
+    present = torch.ones(2, 10, dtype=torch.bool)
+    present[0, 3:5] = False
+    lengths = torch.tensor([10, 6])
+    with torch.no_grad():
+        logits, w = net.attend(emb, present, lengths)
+        none_logits = net(emb, torch.zeros(2, 10, dtype=torch.bool), lengths)
+    assert logits.shape == (2, 7) and torch.allclose(w.sum(1), torch.ones(2))
+    assert torch.all(w[0, 3:5] == 0) and torch.all(w[1, 6:] == 0)
+    assert torch.isfinite(none_logits).all()  # a clip without any face still gives a (flat) answer
+    with pytest.raises(ValueError, match="unknown video model.arch"):
+        create_temporal_model(VideoModelCfg(arch="lstm9"), 16)
+
+
+@needs_ck
+def test_ckplus_clips_and_subjects() -> None:
+    clips = load_ckplus_videos(SHARED_DATA)
+    assert len(clips) == 27 and len({c.subject for c in clips}) == 7
+    assert {c.label for c in clips} == {"angry", "disgust", "fear", "happy", "sad", "surprise"}
+    folds = subject_folds(clips)
+    assert sorted(s for f in folds for s in f) == sorted({c.subject for c in clips})
+
+
+@needs_ck
+@needs_yunet
+@pytest.mark.slow
+def test_cross_validation_on_ckplus_is_subject_disjoint_and_learns(tmp_path: Path) -> None:
+    from mmfer.training.train_video import cross_validate_video
+
+    cfg = load_config(REPO / "configs" / "video_ckplus_cpu.yaml", VideoTrainCfg,
+                      [f"data.root={SHARED_DATA}", "data.detector=yunet", f"data.yunet_model={YUNET_640}",
+                       "trainer.epochs=30"])
+    cv = cross_validate_video(cfg, tmp_path)
+    clips = load_ckplus_videos(SHARED_DATA)
+    by_subject = {s: sum(c.subject == s for c in clips) for s in {c.subject for c in clips}}
+    for row in cv["folds"]:
+        assert row["n"] == sum(by_subject[s] for s in row["test_subjects"])
+    assert sum(r["n"] for r in cv["folds"]) == 27
+    acc = cv["aggregate"]["metrics"]["accuracy"]["mean"]
+    assert acc > 0.4, f"LOSO accuracy {acc:.2f} (chance about 0.17 over the 6 CK+ classes)"
+
+
+def test_shipped_temporal_head() -> None:
+    card = json.loads((WEIGHTS_DIR / "video_bigru_ckplus" / "card.json").read_text())
+    assert card["kind"] == "video" and card["classes"] == list(EMOTIONS)
+    cv = card["metrics"]["cross_validation"]
+    assert "leave-one-subject-out" in cv["protocol"] and len(cv["folds"]) == 7
+    model, card2, cfg = load_video_model()
+    assert card2["feat_dim"] == 1280 and cfg.data.root is None
+
+
+@needs_yunet
+def test_timeline_with_the_temporal_head(tmp_path: Path) -> None:
+    path = tmp_path / "talk.mp4"
+    write_video(path, face_frames(12, blank={4}))
+    rec = FaceEmotionRecognizer(detector="yunet", yunet_model=str(YUNET_640))
+    tl = video_timeline(path, rec, temporal=True)
+    assert tl.temporal["model"] == "video_bigru_ckplus" and tl.temporal["windows"] == 1
+    assert tl.temporal["emotion"] in EMOTIONS
+    assert sum(tl.temporal["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert tl.to_dict()["temporal"] == tl.temporal
+    assert np.isnan(tl.probs[4]).all()
