@@ -168,7 +168,7 @@ class VideoModelCfg:
 
 @dataclasses.dataclass
 class VideoDataCfg:
-    dataset: str = "ckplus"  # ckplus (shared clips + labels.tsv) | table (folder + labels.csv/tsv) | folder
+    dataset: str = "ckplus"  # ckplus (shared clips + labels.tsv) | ravdess | table (folder + labels.csv/tsv) | folder
     root: str | None = None  # None: $MMFER_DATA_ROOT, then ./data
     sample_fps: float = 10.0
     max_frames: int = 64

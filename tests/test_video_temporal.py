@@ -113,3 +113,15 @@ def test_timeline_with_the_temporal_head(tmp_path: Path) -> None:
     assert sum(tl.temporal["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
     assert tl.to_dict()["temporal"] == tl.temporal
     assert np.isnan(tl.probs[4]).all()
+
+
+def test_ravdess_video_names(tmp_path: Path) -> None:
+    from mmfer.video.clips import load_clips
+
+    d = tmp_path / "ravdess" / "Actor_03"
+    d.mkdir(parents=True)
+    for name in ("01-01-05-02-01-01-03.mp4", "01-01-02-01-01-01-03.mp4", "02-01-06-01-02-01-03.mp4",
+                 "03-01-05-02-01-01-03.wav", "01-02-03-01-01-01-03.mp4"):
+        (d / name).write_bytes(b"x")
+    clips = load_clips("ravdess", tmp_path)  # audio-video speech only; calm (02) has no canonical class
+    assert [(c.path.name, c.label, c.subject) for c in clips] == [("01-01-05-02-01-01-03.mp4", "angry", "actor03")]

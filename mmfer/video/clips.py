@@ -4,7 +4,7 @@
   ``label`` and optionally ``subject`` (needed for subject-disjoint evaluation).
 - ``folder``: ``<root>/<emotion>/<video>``.
 - ``ckplus``: ``<root>/ckplus_videos/labels.tsv`` + ``<label>_<subject>_<sequence>.mp4``.
-- RAVDESS videos: :func:`mmfer.data.ravdess.find_ravdess` with ``modality="audio-video"``.
+- ``ravdess``: RAVDESS speech videos by their official names (:func:`load_ravdess_videos`).
 
 Labels go through the vocabulary (``anger`` -> angry, ``happiness`` -> happy).
 """
@@ -82,16 +82,35 @@ def load_ckplus_videos(root: str | Path | None = None) -> list[Clip]:
     return out
 
 
+def load_ravdess_videos(root: str | Path | None = None, modality: str = "audio-video") -> list[Clip]:
+    """RAVDESS speech videos (``01-01-...mp4`` or video-only ``02-01-...mp4``), subject = actor.
+
+    The 7-class temporal model has no ``calm``: those clips are left out (RAVDESS calm has no
+    canonical counterpart; see mmfer.emotions).
+    """
+    from mmfer.data.ravdess import find_ravdess
+    from mmfer.emotions import to_canonical
+
+    clips = []
+    for item in find_ravdess(root, channel="speech", modality=modality):
+        label = to_canonical(item.emotion, "ravdess")
+        if label is not None:
+            clips.append(Clip(item.path, label, f"actor{item.actor:02d}"))
+    return clips
+
+
 def load_clips(dataset: str, root: str | Path | None) -> list[Clip]:
     if dataset == "ckplus":
         return load_ckplus_videos(root)
+    if dataset == "ravdess":
+        return load_ravdess_videos(root)
     if root is None:
         raise DatasetError(f"data.dataset={dataset} needs data.root")
     if dataset == "table":
         return load_clip_table(root)
     if dataset == "folder":
         return load_clip_folders(root)
-    raise DatasetError(f"unknown video data.dataset {dataset!r}; expected ckplus, table or folder")
+    raise DatasetError(f"unknown video data.dataset {dataset!r}; expected ckplus, ravdess, table or folder")
 
 
 def subject_folds(clips: list[Clip]) -> list[list[str]]:
