@@ -125,3 +125,42 @@ def test_ravdess_video_names(tmp_path: Path) -> None:
         (d / name).write_bytes(b"x")
     clips = load_clips("ravdess", tmp_path)  # audio-video speech only; calm (02) has no canonical class
     assert [(c.path.name, c.label, c.subject) for c in clips] == [("01-01-05-02-01-01-03.mp4", "angry", "actor03")]
+
+
+def _ck_tree(root: Path) -> None:
+    import cv2
+
+    frames = face_frames(12)
+    for subject, seq, code in (("S010", "002", "5"), ("S011", "001", "2"), ("S012", "003", None)):
+        d = root / "cohn-kanade-images" / subject / seq
+        d.mkdir(parents=True)
+        for i, img in enumerate(frames, start=1):
+            cv2.imwrite(str(d / f"{subject}_{seq}_{i:08d}.png"), img)
+        if code is not None:  # S012 is unlabelled, as many CK+ sequences are
+            e = root / "Emotion" / subject / seq
+            e.mkdir(parents=True)
+            (e / f"{subject}_{seq}_{12:08d}_emotion.txt").write_text(f"   {code}.0000000e+00\n")
+
+
+def test_ckplus_image_sequences(tmp_path: Path) -> None:
+    from mmfer.video.clips import load_clips
+    from mmfer.video.io import open_frames
+
+    _ck_tree(tmp_path / "CK+")
+    clips = load_clips("ckplus-sequences", tmp_path)
+    assert [(c.path.name, c.label, c.subject) for c in clips] == [("002", "happy", "S010")]  # contempt left out
+    reader = open_frames(clips[0].path, sample_fps=10)  # 30 fps frames sampled at 10 fps
+    frames = list(reader)
+    assert [round(f.time_s, 3) for f in frames] == [0.0, 0.1, 0.2, 0.3]
+    assert frames[0].image.shape == (480, 640, 3) and reader.info.codec == "image-sequence"
+
+
+@needs_yunet
+def test_clip_features_of_an_image_sequence(tmp_path: Path) -> None:
+    from mmfer.video.clip_features import clip_features
+
+    _ck_tree(tmp_path)
+    rec = FaceEmotionRecognizer(detector="yunet", yunet_model=str(YUNET_640))
+    f = clip_features(tmp_path / "cohn-kanade-images" / "S010" / "002", rec, sample_fps=30)
+    assert f.embeddings.shape == (12, 1280) and f.present.all()
+    assert np.allclose(np.nansum(f.frame_probs, 1), 1, atol=1e-4)

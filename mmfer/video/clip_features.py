@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmfer.video.io import DEFAULT_SAMPLE_FPS, VideoReader
+from mmfer.video.io import DEFAULT_SAMPLE_FPS, open_frames
 from mmfer.video.tracking import link_tracks, main_track
 
 
@@ -26,7 +26,7 @@ def clip_features(path: str | Path, recognizer, sample_fps: float | None = DEFAU
     """Decode, detect, track, and embed the main track's faces of one video."""
     from mmfer.face.detect import crop_faces
 
-    reader = VideoReader(path, sample_fps)
+    reader = open_frames(path, sample_fps)
     times, dets, crops = [], [], []
     for frame in reader:
         faces = recognizer.detector.detect(frame.image)

@@ -4,6 +4,7 @@
   ``label`` and optionally ``subject`` (needed for subject-disjoint evaluation).
 - ``folder``: ``<root>/<emotion>/<video>``.
 - ``ckplus``: ``<root>/ckplus_videos/labels.tsv`` + ``<label>_<subject>_<sequence>.mp4``.
+- ``ckplus-sequences``: the original CK+ frame folders and Emotion/ label files.
 - ``ravdess``: RAVDESS speech videos by their official names (:func:`load_ravdess_videos`).
 
 Labels go through the vocabulary (``anger`` -> angry, ``happiness`` -> happy).
@@ -99,18 +100,54 @@ def load_ravdess_videos(root: str | Path | None = None, modality: str = "audio-v
     return clips
 
 
+CKPLUS_CODES = ("neutral", "anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise")
+
+
+def load_ckplus_sequences(root: str | Path | None = None) -> list[Clip]:
+    """The original CK+ release: ``cohn-kanade-images/S005/001/*.png`` frame folders and
+    ``Emotion/S005/001/S005_001_<frame>_emotion.txt`` (one code 0-7). Sequences without an
+    emotion file are unlabelled and left out, and so is contempt (no canonical counterpart)."""
+    from mmfer.emotions import to_canonical
+
+    base = data_root(root)
+    for cand in (base, base / "CK+", base / "ckplus"):
+        if (cand / "cohn-kanade-images").is_dir() and (cand / "Emotion").is_dir():
+            base = cand
+            break
+    else:
+        raise DatasetError(f"CK+ not found under {base} (expected cohn-kanade-images/ and Emotion/)")
+    clips = []
+    for label_file in sorted((base / "Emotion").glob("S*/*/*_emotion.txt")):
+        subject, seq = label_file.parent.parent.name, label_file.parent.name
+        try:
+            code = int(float(label_file.read_text().split()[0]))
+            name = CKPLUS_CODES[code]
+        except (ValueError, IndexError):
+            raise DatasetError(f"{label_file}: not a CK+ emotion code (0-7)") from None
+        frames = base / "cohn-kanade-images" / subject / seq
+        label = to_canonical(name, "ckplus")
+        if label is not None and frames.is_dir():
+            clips.append(Clip(frames, label, subject))
+    if not clips:
+        raise DatasetError(f"{base}: no labelled CK+ sequences")
+    return clips
+
+
 def load_clips(dataset: str, root: str | Path | None) -> list[Clip]:
     if dataset == "ckplus":
         return load_ckplus_videos(root)
     if dataset == "ravdess":
         return load_ravdess_videos(root)
+    if dataset == "ckplus-sequences":
+        return load_ckplus_sequences(root)
     if root is None:
         raise DatasetError(f"data.dataset={dataset} needs data.root")
     if dataset == "table":
         return load_clip_table(root)
     if dataset == "folder":
         return load_clip_folders(root)
-    raise DatasetError(f"unknown video data.dataset {dataset!r}; expected ckplus, ravdess, table or folder")
+    raise DatasetError(f"unknown video data.dataset {dataset!r}; expected ckplus, ckplus-sequences, ravdess, "
+                       "table or folder")
 
 
 def subject_folds(clips: list[Clip]) -> list[list[str]]:

@@ -127,3 +127,62 @@ class VideoReader:
                                   f"used the {n} frames before it")
         if n == 0:
             raise _fail(self.path, "contains no decodable video frames")
+
+
+class ImageSequenceReader:
+    """A folder of frames (e.g. a CK+ sequence, ``S005_001_00000001.png`` ...) read like a video.
+
+    Frames are taken in file-name order at a nominal ``source_fps`` (CK+ was filmed at 30 fps)
+    and sampled to ``sample_fps`` the same way as videos.
+    """
+
+    def __init__(self, folder: str | Path, sample_fps: float | None = DEFAULT_SAMPLE_FPS, max_side: int = MAX_SIDE,
+                 source_fps: float = 30.0):
+        from mmfer.io.images import IMAGE_SUFFIXES
+
+        self.path = Path(folder)
+        if not self.path.is_dir():
+            raise _fail(folder, "not a folder of frames")
+        self.files = sorted(f for f in self.path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.files:
+            raise _fail(folder, "no image frames in the folder")
+        self.sample_fps, self.max_side, self.source_fps = sample_fps, max_side, source_fps
+        self.notes: list[str] = []
+        self.frames_used = 0
+        self.info = VideoInfo(str(folder), source_fps, len(self.files) / source_fps, len(self.files), 0, 0, 0,
+                              "image-sequence", False)
+
+    def __iter__(self) -> Iterator[Frame]:
+        import cv2
+
+        from mmfer.io.images import ImageLoadError, load_image
+
+        step = 1.0 / self.sample_fps if self.sample_fps else 0.0
+        next_t, n = 0.0, 0
+        for i, f in enumerate(self.files):
+            t = i / self.source_fps
+            if t + 1e-6 < next_t:
+                continue
+            next_t = t + step
+            try:
+                img = load_image(f)
+            except ImageLoadError as exc:
+                self.notes.append(f"skipped frame: {exc}")
+                continue
+            h, w = img.shape[:2]
+            scale = min(1.0, self.max_side / max(h, w))
+            if scale < 1.0:
+                img = cv2.resize(img, (int(w * scale), int(h * scale)), interpolation=cv2.INTER_AREA)
+            self.info.width, self.info.height = img.shape[1], img.shape[0]
+            yield Frame(n, t, img)
+            n += 1
+            self.frames_used = n
+        if n == 0:
+            raise _fail(self.path, "no readable frames")
+
+
+def open_frames(path: str | Path, sample_fps: float | None = DEFAULT_SAMPLE_FPS, max_side: int = MAX_SIDE
+                ) -> VideoReader | ImageSequenceReader:
+    """A video file, or a folder of frames."""
+    return ImageSequenceReader(path, sample_fps, max_side) if Path(path).is_dir() else \
+        VideoReader(path, sample_fps, max_side)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from mmfer.emotions import EMOTIONS
-from mmfer.video.io import DEFAULT_SAMPLE_FPS, MAX_SIDE, VideoInfo, VideoReader
+from mmfer.video.io import DEFAULT_SAMPLE_FPS, MAX_SIDE, VideoInfo, open_frames
 from mmfer.video.tracking import Track, link_tracks, main_track
 
 
@@ -140,7 +140,7 @@ def video_timeline(path: str | Path, recognizer: Any = None, sample_fps: float |
         if wanted != recognizer.card.get("name"):
             raise ModelLoadError(f"temporal model {card['name']} reads {wanted} embeddings, but the face model is "
                                  f"{recognizer.card.get('name')}")
-    reader = VideoReader(path, sample_fps, max_side)
+    reader = open_frames(path, sample_fps, max_side)
     times, per_frame = [], []
     for frame in reader:
         times.append(frame.time_s)
