@@ -3,18 +3,16 @@ settings, metrics, data hash), in the same format as the face branch. Loading ne
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from mmfer.audio.io import SAMPLE_RATE
 from mmfer.audio.models import SpeechEmotionNet, create_audio_model
 from mmfer.config import AudioTrainCfg, ConfigError, from_dict, to_dict
 from mmfer.emotions import AUDIO_EMOTIONS, EXTRA_CLASSES, check_model_classes
-from mmfer.face.artifact import CARD_VERSION, ModelLoadError, load_weights, read_card, resolve_model_dir
+from mmfer.face.artifact import ModelLoadError, load_weights, read_card, resolve_model_dir, save_artifact
 
 DEFAULT_AUDIO_MODEL = "audio_crnn"
 
@@ -38,25 +36,18 @@ def audio_classes(num_classes: int) -> tuple[str, ...]:
 
 def save_audio_model(model: SpeechEmotionNet, cfg: AudioTrainCfg, out_dir: str | Path, metrics: dict[str, Any],
                      data_hash: str, extra: dict[str, Any] | None = None) -> Path:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "mmfer-audio"})
-    card = {
-        "card_version": CARD_VERSION,
+    classes = audio_classes(cfg.model.num_classes)
+    return save_artifact(model, out_dir, {
         "kind": "audio",
         "name": cfg.name,
-        "classes": list(audio_classes(cfg.model.num_classes)),
-        "fold_to_canonical": {c: EXTRA_CLASSES[c] for c in audio_classes(cfg.model.num_classes) if c in EXTRA_CLASSES},
+        "classes": list(classes),
+        "fold_to_canonical": {c: EXTRA_CLASSES[c] for c in classes if c in EXTRA_CLASSES},
         "config": to_dict(cfg),
         "preprocessing": preprocessing_spec(cfg),
-        "parameters": sum(p.numel() for p in model.parameters()),
         "metrics": metrics,
         "data_hash": data_hash,
         **(extra or {}),
-    }
-    (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-    return out
+    })
 
 
 def load_audio_model(name_or_path: str | Path | None = None, device: str | torch.device = "cpu"

@@ -89,25 +89,29 @@ def _err(msg: str) -> None:
     print(f"mmfer: {msg}", file=sys.stderr)
 
 
+def _load_cfg(args: argparse.Namespace, cls: type):  # noqa: ANN202 - an instance of cls
+    """The --config file with --set overrides and --data-root applied."""
+    from mmfer.config import load_config
+
+    overrides = list(args.overrides) + ([f"data.root={args.data_root}"] if args.data_root else [])
+    return load_config(args.config, cls, overrides)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     if args.modality == "audio":
         return _train_audio(args)
     if args.modality == "video":
-        from mmfer.config import VideoTrainCfg, load_config
+        from mmfer.config import VideoTrainCfg
         from mmfer.training.train_video import train_video
 
-        overrides = list(args.overrides) + ([f"data.root={args.data_root}"] if args.data_root else [])
-        cfg = load_config(args.config, VideoTrainCfg, overrides)
+        cfg = _load_cfg(args, VideoTrainCfg)
         path = train_video(cfg, Path(args.out) if args.out else Path("runs") / cfg.name)
         print(f"model written to {path}")
         return EXIT_OK
-    from mmfer.config import FaceTrainCfg, load_config
+    from mmfer.config import FaceTrainCfg
     from mmfer.training.train_face import train_face
 
-    overrides = list(args.overrides)
-    if args.data_root:
-        overrides.append(f"data.root={args.data_root}")
-    cfg: FaceTrainCfg = load_config(args.config, FaceTrainCfg, overrides)
+    cfg: FaceTrainCfg = _load_cfg(args, FaceTrainCfg)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     metrics = train_face(cfg, out, resume=not args.no_resume, fast_dev_run=args.fast_dev_run)
     if metrics:
@@ -117,13 +121,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_audio(args: argparse.Namespace) -> int:
-    from mmfer.config import AudioTrainCfg, load_config
+    from mmfer.config import AudioTrainCfg
     from mmfer.training.train_audio import train_audio
 
-    overrides = list(args.overrides)
-    if args.data_root:
-        overrides.append(f"data.root={args.data_root}")
-    cfg: AudioTrainCfg = load_config(args.config, AudioTrainCfg, overrides)
+    cfg: AudioTrainCfg = _load_cfg(args, AudioTrainCfg)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     path = train_audio(cfg, out, resume=not args.no_resume, fast_dev_run=args.fast_dev_run)
     if path:
@@ -133,7 +134,7 @@ def _train_audio(args: argparse.Namespace) -> int:
 
 
 def _eval_audio(args: argparse.Namespace) -> int:
-    from mmfer.config import AudioTrainCfg, ConfigError, load_config
+    from mmfer.config import AudioTrainCfg, ConfigError
 
     if args.data_dir:
         from mmfer.evaluation.audio_eval import evaluate_audio_folder
@@ -153,10 +154,7 @@ def _eval_audio(args: argparse.Namespace) -> int:
     from mmfer.evaluation.audio_eval import write_cv_report
     from mmfer.training.train_audio import cross_validate
 
-    overrides = list(args.overrides)
-    if args.data_root:
-        overrides.append(f"data.root={args.data_root}")
-    cfg: AudioTrainCfg = load_config(args.config, AudioTrainCfg, overrides)
+    cfg: AudioTrainCfg = _load_cfg(args, AudioTrainCfg)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"{cfg.name}_cv"
     cv = cross_validate(cfg, run_dir, folds=args.folds)
     out = Path(args.out) if args.out else Path("reports") / "audio" / cfg.name
@@ -170,15 +168,14 @@ def _eval_audio(args: argparse.Namespace) -> int:
 
 
 def _eval_video(args: argparse.Namespace) -> int:
-    from mmfer.config import ConfigError, VideoTrainCfg, load_config
+    from mmfer.config import ConfigError, VideoTrainCfg
     from mmfer.evaluation.video_eval import write_video_cv_report
     from mmfer.training.train_video import cross_validate_video
 
     if not args.config:
         raise ConfigError("eval video needs --config (the recipe to cross-validate, e.g. "
                           "configs/video_ckplus_cpu.yaml)")
-    overrides = list(args.overrides) + ([f"data.root={args.data_root}"] if args.data_root else [])
-    cfg = load_config(args.config, VideoTrainCfg, overrides)
+    cfg = _load_cfg(args, VideoTrainCfg)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"{cfg.name}_cv"
     cv = cross_validate_video(cfg, run_dir)
     out = Path(args.out) if args.out else Path("reports") / "video" / cfg.name

@@ -33,26 +33,29 @@ def preprocessing_spec(cfg: FaceTrainCfg) -> dict[str, Any]:
     }
 
 
-def save_face_model(model: FaceNet, cfg: FaceTrainCfg, out_dir: str | Path, metrics: dict[str, Any],
-                    data_hash: str, extra: dict[str, Any] | None = None) -> Path:
+def save_artifact(model: torch.nn.Module, out_dir: str | Path, card: dict[str, Any]) -> Path:
+    """``model.safetensors`` + ``card.json`` (``card`` gets card_version and the parameter count)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "mmfer-face"})
-    card = {
-        "card_version": CARD_VERSION,
+    save_file(state, str(out / "model.safetensors"), metadata={"format": f"mmfer-{card['kind']}"})
+    card = {"card_version": CARD_VERSION, **card, "parameters": sum(p.numel() for p in model.parameters())}
+    (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    return out
+
+
+def save_face_model(model: FaceNet, cfg: FaceTrainCfg, out_dir: str | Path, metrics: dict[str, Any],
+                    data_hash: str, extra: dict[str, Any] | None = None) -> Path:
+    return save_artifact(model, out_dir, {
         "kind": "face",
         "name": cfg.name,
         "classes": list(EMOTIONS[: cfg.model.num_classes]),
         "config": to_dict(cfg),
         "preprocessing": preprocessing_spec(cfg),
-        "parameters": sum(p.numel() for p in model.parameters()),
         "metrics": metrics,
         "data_hash": data_hash,
         **(extra or {}),
-    }
-    (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-    return out
+    })
 
 
 def resolve_model_dir(name_or_path: str | Path | None, default: str = DEFAULT_FACE_MODEL) -> Path:

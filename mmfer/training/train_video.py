@@ -167,7 +167,7 @@ def cross_validate_video(cfg: VideoTrainCfg, out_dir: str | Path) -> dict[str, A
 
 def train_video(cfg: VideoTrainCfg, out_dir: str | Path, metrics: dict[str, Any] | None = None) -> Path:
     """Train on every clip and export ``out_dir/model`` (safetensors + card)."""
-    from safetensors.torch import save_file
+    from mmfer.face.artifact import save_artifact
 
     out = Path(out_dir)
     clips = load_clips(cfg.data.dataset, cfg.data.root)
@@ -175,16 +175,11 @@ def train_video(cfg: VideoTrainCfg, out_dir: str | Path, metrics: dict[str, Any]
     labels = np.array([EMOTIONS.index(c.label) for c in clips])
     started = time.time()
     system = fit_video(cfg, feats, labels, np.arange(len(clips)), out)
-    model_dir = out / "model"
-    model_dir.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in system.model.state_dict().items()}, str(model_dir / "model.safetensors"),
-              metadata={"format": "mmfer-video"})
-    card = {"card_version": 1, "kind": "video", "name": cfg.name, "classes": list(EMOTIONS),
-            "feat_dim": int(feats["emb"].shape[-1]), "config": to_dict(cfg),
-            "preprocessing": {"frames": f"sampled at {cfg.data.sample_fps:g} fps, at most {cfg.data.max_frames}",
-                              "per_frame": "main face track, embedded by the frozen face model "
-                                           f"({cfg.data.face_model or 'face_lite0'})"},
-            "parameters": sum(p.numel() for p in system.model.parameters()),
-            "metrics": {"train_clips": len(clips), "train_seconds": round(time.time() - started, 1), **(metrics or {})}}
-    (model_dir / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    model_dir = save_artifact(system.model, out / "model", {
+        "kind": "video", "name": cfg.name, "classes": list(EMOTIONS), "feat_dim": int(feats["emb"].shape[-1]),
+        "config": to_dict(cfg),
+        "preprocessing": {"frames": f"sampled at {cfg.data.sample_fps:g} fps, at most {cfg.data.max_frames}",
+                          "per_frame": "main face track, embedded by the frozen face model "
+                                       f"({cfg.data.face_model or 'face_lite0'})"},
+        "metrics": {"train_clips": len(clips), "train_seconds": round(time.time() - started, 1), **(metrics or {})}})
     return model_dir

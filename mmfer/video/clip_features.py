@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmfer.video.io import DEFAULT_SAMPLE_FPS, open_frames
+from mmfer.video.io import DEFAULT_SAMPLE_FPS
 from mmfer.video.tracking import link_tracks, main_track
 
 
@@ -23,30 +23,18 @@ class ClipFeatures:
 
 def clip_features(path: str | Path, recognizer, sample_fps: float | None = DEFAULT_SAMPLE_FPS,  # noqa: ANN001
                   max_frames: int | None = None) -> ClipFeatures:
-    """Decode, detect, track, and embed the main track's faces of one video."""
-    from mmfer.face.detect import crop_faces
+    """Decode, detect, track, and embed the main track's faces of one video (or folder of frames)."""
+    from mmfer.video.timeline import scan_faces
 
-    reader = open_frames(path, sample_fps)
-    times, dets, crops = [], [], []
-    for frame in reader:
-        faces = recognizer.detector.detect(frame.image)
-        times.append(frame.time_s)
-        dets.append(faces)
-        crops.append(crop_faces(frame.image, faces) if faces else np.zeros((0, 48, 48), np.uint8))
-        if max_frames and len(times) >= max_frames:
-            break
-    dim = recognizer.model.feat_dim
-    emb = np.zeros((len(times), dim), np.float32)
+    reader, times, per_frame = scan_faces(path, recognizer, sample_fps, embed=True, max_frames=max_frames)
+    emb = np.zeros((len(times), recognizer.model.feat_dim), np.float32)
     probs = np.full((len(times), len(recognizer.classes)), np.nan, np.float32)
     present = np.zeros(len(times), bool)
     notes = list(reader.notes)
-    main = main_track(link_tracks(dets))
+    main = main_track(link_tracks(per_frame))
     if main is None:
         notes.append("no face found in any sampled frame")
     else:
-        idx = sorted(main.faces)
-        chosen = np.stack([crops[t][dets[t].index(main.faces[t])] for t in idx])
-        emb[idx] = recognizer.embed_crops(chosen)
-        probs[idx] = recognizer.predict_crops(chosen)
-        present[idx] = True
+        for t, face in main.faces.items():
+            emb[t], probs[t], present[t] = face.emb, face.probs, True
     return ClipFeatures(emb, present, np.asarray(times), probs, notes)

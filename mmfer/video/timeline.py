@@ -113,6 +113,31 @@ class _FaceRow:
     emb: np.ndarray | None  # float16 backbone embedding, kept only for the temporal head
 
 
+def scan_faces(path: str | Path, recognizer: Any, sample_fps: float | None = DEFAULT_SAMPLE_FPS,
+               max_side: int = MAX_SIDE, embed: bool = False, max_frames: int | None = None
+               ) -> tuple[Any, list[float], list[list[_FaceRow]]]:
+    """Decode (a video or a folder of frames), detect, crop and classify every face of every sampled
+    frame; with ``embed`` also keep each face's backbone embedding (float16). Returns the reader
+    (info, notes), the frame times and the faces of each frame."""
+    from mmfer.face.detect import crop_faces
+
+    reader = open_frames(path, sample_fps, max_side)
+    times, per_frame = [], []
+    for frame in reader:
+        times.append(frame.time_s)
+        faces = recognizer.detector.detect(frame.image)
+        rows = []
+        if faces:
+            crops = crop_faces(frame.image, faces)
+            probs = recognizer.predict_crops(crops)
+            embs = recognizer.embed_crops(crops).astype(np.float16) if embed else [None] * len(faces)
+            rows = [_FaceRow(f.box, p, e) for f, p, e in zip(faces, probs, embs, strict=True)]
+        per_frame.append(rows)
+        if max_frames and len(times) >= max_frames:
+            break
+    return reader, times, per_frame
+
+
 def video_timeline(path: str | Path, recognizer: Any = None, sample_fps: float | None = DEFAULT_SAMPLE_FPS,
                    smooth_s: float = 0.5, max_side: int = MAX_SIDE, temporal: Any = None) -> VideoTimeline:
     """Face emotion timeline of a video with a FaceEmotionRecognizer (default: the shipped model).
@@ -123,8 +148,6 @@ def video_timeline(path: str | Path, recognizer: Any = None, sample_fps: float |
     boxes, 7 probabilities and (with the temporal head) a float16 embedding per face are kept.
     """
     import torch
-
-    from mmfer.face.detect import crop_faces
 
     if recognizer is None:
         from mmfer.face.predictor import FaceEmotionRecognizer
@@ -140,18 +163,7 @@ def video_timeline(path: str | Path, recognizer: Any = None, sample_fps: float |
         if wanted != recognizer.card.get("name"):
             raise ModelLoadError(f"temporal model {card['name']} reads {wanted} embeddings, but the face model is "
                                  f"{recognizer.card.get('name')}")
-    reader = open_frames(path, sample_fps, max_side)
-    times, per_frame = [], []
-    for frame in reader:
-        times.append(frame.time_s)
-        faces = recognizer.detector.detect(frame.image)
-        rows = []
-        if faces:
-            crops = crop_faces(frame.image, faces)
-            probs = recognizer.predict_crops(crops)
-            embs = recognizer.embed_crops(crops).astype(np.float16) if head is not None else [None] * len(faces)
-            rows = [_FaceRow(f.box, p, e) for f, p, e in zip(faces, probs, embs, strict=True)]
-        per_frame.append(rows)
+    reader, times, per_frame = scan_faces(path, recognizer, sample_fps, max_side, embed=head is not None)
     tracks = link_tracks(per_frame)
     main = main_track(tracks)
     probs = np.full((len(times), len(EMOTIONS)), np.nan, np.float32)
