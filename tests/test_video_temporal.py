@@ -164,3 +164,83 @@ def test_clip_features_of_an_image_sequence(tmp_path: Path) -> None:
     f = clip_features(tmp_path / "cohn-kanade-images" / "S010" / "002", rec, sample_fps=30)
     assert f.embeddings.shape == (12, 1280) and f.present.all()
     assert np.allclose(np.nansum(f.frame_probs, 1), 1, atol=1e-4)
+
+
+def _tiny_face_model(path: Path) -> Path:
+    from mmfer.config import FaceTrainCfg, ModelCfg
+    from mmfer.face.artifact import save_face_model
+    from mmfer.face.models import create_model
+
+    cfg = FaceTrainCfg(name="face_tiny", model=ModelCfg(arch="tiny", pretrained=False))
+    cfg.data.image_size = 48
+    torch.manual_seed(0)
+    return save_face_model(create_model(cfg.model, 48), cfg, path, {}, "test")
+
+
+def _sweeps(n: int, rightwards: bool, t: int = 8) -> np.ndarray:
+    """(n, t, 48, 48) crops of a bright bar sweeping left->right or right->left: every single
+    frame is equally likely under both classes, only the order tells them apart."""
+    rng = np.random.default_rng(int(rightwards))
+    out = rng.integers(0, 40, (n, t, 48, 48), dtype=np.uint8)
+    for i in range(n):
+        for k in range(t):
+            x = 4 + 5 * (k if rightwards else t - 1 - k)
+            out[i, k, :, x : x + 6] = 230
+    return out
+
+
+def test_finetuned_cnn_learns_motion_only_classes(tmp_path: Path) -> None:
+    from mmfer.training.train_video import fit_video, predict_video
+    from mmfer.video.models import FineTunedTemporalNet
+
+    face_dir = _tiny_face_model(tmp_path / "face_tiny")
+    cfg = VideoTrainCfg(model=VideoModelCfg(finetune=True, hidden=32, drop_rate=0.0))
+    cfg.data.face_model, cfg.data.frame_dropout = str(face_dir), 0.0
+    cfg.optim.lr, cfg.optim.backbone_lr_mult, cfg.optim.warmup_epochs = 3e-3, 0.3, 0.0
+    cfg.trainer.epochs, cfg.trainer.batch_size = 25, 8
+    crops = np.concatenate([_sweeps(12, True), _sweeps(12, False)])
+    labels = np.array([EMOTIONS.index("happy")] * 12 + [EMOTIONS.index("sad")] * 12)
+    feats = {"crops": crops, "present": np.ones(crops.shape[:2], bool), "lengths": np.full(24, 8),
+             "emb": np.zeros((24, 8, 32), np.float32)}
+    train = np.r_[0:8, 12:20]
+    system = fit_video(cfg, feats, labels, train, tmp_path / "fit")
+    assert isinstance(system.model, FineTunedTemporalNet)
+    from mmfer.face.artifact import load_face_model
+
+    start = load_face_model(face_dir)[0].state_dict()
+    tuned = system.model.frames.state_dict()
+    changed = [k for k in start if "running" not in k and "num_batches" not in k and not torch.equal(start[k], tuned[k])]
+    frozen_stats = [k for k in start if "running" in k and not torch.equal(start[k], tuned[k])]
+    assert changed and not frozen_stats  # the CNN was trained; its BatchNorm statistics were not
+    test = np.r_[8:12, 20:24]
+    acc = float((predict_video(system.model, feats, test).argmax(1) == labels[test]).mean())
+    assert acc >= 0.75, f"held-out accuracy {acc:.2f} on direction-of-motion clips (chance 0.5)"
+
+
+@needs_yunet
+def test_finetuned_head_ships_and_runs_on_a_video(tmp_path: Path) -> None:
+    from mmfer.training.train_video import train_video
+    from mmfer.video.models import FineTunedTemporalNet
+
+    face_dir = _tiny_face_model(tmp_path / "face_tiny")
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    rows = ["file,label,subject"]
+    for i, label in enumerate(["happy", "sad", "happy", "sad"]):
+        write_video(clips / f"c{i}.mp4", face_frames(6, blank={2} if i == 0 else set()))
+        rows.append(f"c{i}.mp4,{label},s{i % 2}")
+    (clips / "labels.csv").write_text("\n".join(rows) + "\n")
+    cfg = VideoTrainCfg(name="video_ft_test", model=VideoModelCfg(finetune=True, hidden=16))
+    cfg.data.dataset, cfg.data.root, cfg.data.face_model = "table", str(clips), str(face_dir)
+    cfg.data.detector, cfg.data.yunet_model, cfg.data.max_frames = "yunet", str(YUNET_640), 8
+    cfg.trainer.epochs, cfg.trainer.batch_size = 2, 2
+    model_dir = train_video(cfg, tmp_path / "run")
+    card = json.loads((model_dir / "card.json").read_text())
+    assert card["frames"]["name"] == "face_tiny" and "fine-tuned" in card["preprocessing"]["per_frame"]
+    model, _, vcfg = load_video_model(model_dir)
+    assert isinstance(model, FineTunedTemporalNet) and vcfg.model.finetune
+    # The default face model draws the timeline; the fine-tuned head reads the crops with its own CNN.
+    rec = FaceEmotionRecognizer(detector="yunet", yunet_model=str(YUNET_640))
+    tl = video_timeline(clips / "c0.mp4", rec, temporal=model_dir)
+    assert tl.temporal["model"] == "video_ft_test" and tl.temporal["windows"] == 1
+    assert sum(tl.temporal["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)

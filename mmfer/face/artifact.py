@@ -102,6 +102,24 @@ def load_weights(model: torch.nn.Module, weights: Path) -> None:
         raise ModelLoadError(f"{weights}: weights do not fit the card's architecture ({first})") from None
 
 
+def init_from_trained(model: FaceNet, cfg: FaceTrainCfg) -> dict[str, Any]:
+    """Start ``model`` from the trained face model ``cfg.model.init_from``; returns its card.
+
+    The source must have the same architecture, classes and input size, so a second training
+    stage (e.g. another cosine cycle) continues exactly where the first one ended.
+    """
+    model_dir = resolve_model_dir(cfg.model.init_from)
+    card = read_card(model_dir)
+    src = card.get("config", {})
+    want = {"arch": cfg.model.arch, "num_classes": cfg.model.num_classes, "image_size": cfg.data.image_size}
+    have = {"arch": src.get("model", {}).get("arch"), "num_classes": src.get("model", {}).get("num_classes"),
+            "image_size": src.get("data", {}).get("image_size")}
+    if want != have:
+        raise ModelLoadError(f"model.init_from {cfg.model.init_from}: it is {have}, this config needs {want}")
+    load_weights(model, model_dir / "model.safetensors")
+    return card
+
+
 def load_face_model(name_or_path: str | Path | None = None,
                     device: str | torch.device = "cpu") -> tuple[FaceNet, dict[str, Any]]:
     """Load a trained face model and its card (safetensors only: no pickle)."""

@@ -42,7 +42,7 @@ class FacePrediction:
                 "emotion": self.emotion, "confidence": self.confidence, "probabilities": self.probabilities}
 
 
-def _to_grey_crop(img: np.ndarray) -> np.ndarray:
+def to_grey_crop(img: np.ndarray) -> np.ndarray:
     """Any crop (grey, BGR, BGRA; uint8/uint16/float) -> (48, 48) uint8 grey."""
     a = np.asarray(img)
     if a.ndim == 3 and a.shape[2] == 1:
@@ -117,7 +117,7 @@ class FaceEmotionRecognizer:
     @torch.inference_mode()
     def embed_crops(self, crops: np.ndarray | Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
         """(N, feat_dim) float32 backbone embeddings of face crops (what the temporal branch reads)."""
-        grey = np.stack([_to_grey_crop(np.asarray(c)) for c in crops]) if len(crops) else np.zeros((0, 48, 48))
+        grey = np.stack([to_grey_crop(np.asarray(c)) for c in crops]) if len(crops) else np.zeros((0, 48, 48))
         out = []
         for s in range(0, len(grey), batch_size):
             x = torch.from_numpy(grey[s : s + batch_size]).float().div_(255).unsqueeze(1).to(self.device)
@@ -129,7 +129,7 @@ class FaceEmotionRecognizer:
         """Class probabilities (N, K) for already-cropped faces (any size, grey or BGR)."""
         if isinstance(crops, np.ndarray) and crops.ndim == 2:
             crops = crops[None]
-        arr = np.stack([_to_grey_crop(c) for c in crops]) if len(crops) else np.zeros((0, 48, 48), np.uint8)
+        arr = np.stack([to_grey_crop(c) for c in crops]) if len(crops) else np.zeros((0, 48, 48), np.uint8)
         out, net = [], self._net()
         for i in range(0, len(arr), batch_size):
             x = torch.from_numpy(arr[i : i + batch_size]).to(self.device).float().div_(255).unsqueeze(1)

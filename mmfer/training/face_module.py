@@ -13,6 +13,7 @@ from mmfer.config import FaceTrainCfg
 from mmfer.data.face_dataset import FaceArrayDataset, train_transform
 from mmfer.data.fer2013 import FaceArrays, load_fer2013
 from mmfer.emotions import NUM_EMOTIONS
+from mmfer.face.artifact import init_from_trained
 from mmfer.face.models import create_model
 from mmfer.training.optim import configure_optimizer
 
@@ -76,6 +77,7 @@ class FaceClassifier(L.LightningModule):
         self.save_hyperparameters({"config": to_dict(cfg)})
         self.cfg = cfg
         self.model = create_model(cfg.model, cfg.data.image_size)
+        self.init_card = init_from_trained(self.model, cfg) if cfg.model.init_from else None
         if cfg.trainer.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         n = cfg.model.num_classes

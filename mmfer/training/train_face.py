@@ -36,6 +36,13 @@ def _distributed_args(cfg: FaceTrainCfg) -> dict[str, Any]:
     return {"devices": t.devices, "strategy": t.strategy}
 
 
+def _lineage(init_card: dict[str, Any] | None) -> dict[str, Any]:
+    """What a continued run started from: the earlier stage's config, metrics and data hash."""
+    if init_card is None:
+        return {}
+    return {"init_from": {k: init_card.get(k) for k in ("name", "config", "metrics", "data_hash", "init_from")}}
+
+
 def train_face(cfg: FaceTrainCfg, out_dir: str | Path, resume: bool = True,
                fast_dev_run: bool = False) -> dict[str, Any]:
     """Fit, keep the best PublicTest checkpoint, and export it as safetensors + card.
@@ -82,6 +89,7 @@ def train_face(cfg: FaceTrainCfg, out_dir: str | Path, resume: bool = True,
     }
     save_face_model(model, cfg, out / "model", metrics, dm.data_hash,
                     extra={"trained_with": {"torch": torch.__version__, "lightning": L.__version__,
-                                            "accelerator": str(trainer.accelerator.__class__.__name__)}})
+                                            "accelerator": str(trainer.accelerator.__class__.__name__)},
+                           **_lineage(system.init_card)})
     (out / "train_summary.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics

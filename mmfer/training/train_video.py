@@ -21,11 +21,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from mmfer.config import VideoTrainCfg, to_dict
 from mmfer.emotions import EMOTIONS
+from mmfer.face.predictor import CROP_SIZE
 from mmfer.paths import cache_dir
 from mmfer.training.optim import configure_optimizer
 from mmfer.training.train_face import resolve_precision
 from mmfer.video.clips import Clip, load_clips, subject_folds
-from mmfer.video.models import create_temporal_model
+from mmfer.video.models import FineTunedTemporalNet, create_temporal_model
 
 
 def corpus_features(cfg: VideoTrainCfg, clips: list[Clip], use_cache: bool = True) -> dict[str, np.ndarray]:
@@ -39,18 +40,21 @@ def corpus_features(cfg: VideoTrainCfg, clips: list[Clip], use_cache: bool = Tru
     path = cache_dir("video-features") / f"{h}.npz"
     if use_cache and path.is_file():
         with np.load(path) as z:
-            return dict(z)
+            if "crops" in z:  # caches written before fine-tuning existed lack the crops
+                return dict(z)
     rec = FaceEmotionRecognizer(d.face_model, detector=d.detector, yunet_model=d.yunet_model, device="cpu")
     n, t = len(clips), d.max_frames
     emb = np.zeros((n, t, rec.model.feat_dim), np.float32)
     present = np.zeros((n, t), bool)
     probs = np.full((n, t, len(EMOTIONS)), np.nan, np.float32)
     lengths = np.zeros(n, np.int64)
+    crops = np.zeros((n, t, CROP_SIZE, CROP_SIZE), np.uint8)
     for i, c in enumerate(clips):
-        f = clip_features(c.path, rec, d.sample_fps, d.max_frames)
+        f = clip_features(c.path, rec, d.sample_fps, d.max_frames, keep_crops=True)
         k = len(f.times)
         emb[i, :k], present[i, :k], probs[i, :k], lengths[i] = f.embeddings, f.present, f.frame_probs, k
-    out = {"emb": emb, "present": present, "probs": probs, "lengths": lengths}
+        crops[i, :k] = f.crops
+    out = {"emb": emb, "present": present, "probs": probs, "lengths": lengths, "crops": crops}
     if use_cache:
         np.savez(path, **out)
     return out
@@ -67,23 +71,27 @@ class _ClipSet(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         j = int(self.idx[i])
-        emb = torch.from_numpy(self.f["emb"][j].copy())
+        finetune = self.cfg.model.finetune
+        x = torch.from_numpy(self.f["crops" if finetune else "emb"][j].copy())
         present = torch.from_numpy(self.f["present"][j].copy())
         if self.train:
             d = self.cfg.data
-            emb += torch.randn_like(emb) * d.feature_noise * self.scale
-            drop = torch.rand(present.shape) < d.frame_dropout
-            present &= ~drop
-            emb[~present] = 0
-        return emb, present, torch.tensor(int(self.f["lengths"][j])), torch.tensor(int(self.labels[i]))
+            if finetune:
+                if torch.rand(()) < 0.5:  # one mirror for the whole clip keeps its motion coherent
+                    x = x.flip(-1)
+            else:
+                x += torch.randn_like(x) * d.feature_noise * self.scale
+            present &= ~(torch.rand(present.shape) < d.frame_dropout)
+            x[~present] = 0
+        return x, present, torch.tensor(int(self.f["lengths"][j])), torch.tensor(int(self.labels[i]))
 
 
 class VideoClassifier(L.LightningModule):
-    def __init__(self, cfg: VideoTrainCfg, feat_dim: int):
+    def __init__(self, cfg: VideoTrainCfg, feat_dim: int, frames: torch.nn.Module | None = None):
         super().__init__()
         self.save_hyperparameters({"config": to_dict(cfg), "feat_dim": feat_dim})
         self.cfg = cfg
-        self.model = create_temporal_model(cfg.model, feat_dim)
+        self.model = create_temporal_model(cfg.model, feat_dim, frames)
         self.train_acc = torchmetrics.Accuracy(task="multiclass", num_classes=cfg.model.num_classes)
 
     def training_step(self, batch: tuple[torch.Tensor, ...], _: int) -> torch.Tensor:
@@ -96,7 +104,12 @@ class VideoClassifier(L.LightningModule):
         return loss
 
     def configure_optimizers(self):  # noqa: ANN201
-        groups = [{"params": list(self.model.parameters()), "lr": self.cfg.optim.lr}]
+        o = self.cfg.optim
+        if isinstance(self.model, FineTunedTemporalNet):
+            groups = [{"params": list(self.model.frames.parameters()), "lr": o.lr * o.backbone_lr_mult},
+                      {"params": list(self.model.head.parameters()), "lr": o.lr}]
+        else:
+            groups = [{"params": list(self.model.parameters()), "lr": o.lr}]
         return configure_optimizer(groups, self.cfg.optim, int(self.trainer.estimated_stepping_batches),
                                    self.cfg.trainer.epochs)
 
@@ -107,7 +120,7 @@ def fit_video(cfg: VideoTrainCfg, feats: dict[str, np.ndarray], labels: np.ndarr
     if t.threads:
         torch.set_num_threads(t.threads)
     L.seed_everything(t.seed, workers=True)
-    system = VideoClassifier(cfg, feats["emb"].shape[-1])
+    system = VideoClassifier(cfg, feats["emb"].shape[-1], _frames_cnn(cfg)[0] if cfg.model.finetune else None)
     loader = DataLoader(_ClipSet(feats, train_idx, labels[train_idx], cfg, True), batch_size=t.batch_size,
                         shuffle=True)
     trainer = L.Trainer(default_root_dir=str(out_dir), max_epochs=t.epochs, accelerator=t.accelerator,
@@ -118,10 +131,17 @@ def fit_video(cfg: VideoTrainCfg, feats: dict[str, np.ndarray], labels: np.ndarr
     return system.cpu().eval()
 
 
+def _frames_cnn(cfg: VideoTrainCfg) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A fresh copy of the face CNN that a fine-tuned head trains (and its card)."""
+    from mmfer.face.artifact import load_face_model
+
+    return load_face_model(cfg.data.face_model)
+
+
 @torch.no_grad()
 def predict_video(model: torch.nn.Module, feats: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
     model.eval()
-    emb = torch.from_numpy(feats["emb"][idx])
+    emb = torch.from_numpy(feats["crops" if isinstance(model, FineTunedTemporalNet) else "emb"][idx])
     present = torch.from_numpy(feats["present"][idx])
     lengths = torch.from_numpy(feats["lengths"][idx]).clamp_min(1)
     return model(emb, present, lengths).softmax(-1).numpy()
@@ -167,7 +187,7 @@ def cross_validate_video(cfg: VideoTrainCfg, out_dir: str | Path) -> dict[str, A
 
 def train_video(cfg: VideoTrainCfg, out_dir: str | Path, metrics: dict[str, Any] | None = None) -> Path:
     """Train on every clip and export ``out_dir/model`` (safetensors + card)."""
-    from mmfer.face.artifact import save_artifact
+    from mmfer.face.artifact import read_card, resolve_model_dir, save_artifact
 
     out = Path(out_dir)
     clips = load_clips(cfg.data.dataset, cfg.data.root)
@@ -175,11 +195,17 @@ def train_video(cfg: VideoTrainCfg, out_dir: str | Path, metrics: dict[str, Any]
     labels = np.array([EMOTIONS.index(c.label) for c in clips])
     started = time.time()
     system = fit_video(cfg, feats, labels, np.arange(len(clips)), out)
-    model_dir = save_artifact(system.model, out / "model", {
+    face = cfg.data.face_model or "face_lite0"
+    card: dict[str, Any] = {
         "kind": "video", "name": cfg.name, "classes": list(EMOTIONS), "feat_dim": int(feats["emb"].shape[-1]),
         "config": to_dict(cfg),
         "preprocessing": {"frames": f"sampled at {cfg.data.sample_fps:g} fps, at most {cfg.data.max_frames}",
-                          "per_frame": "main face track, embedded by the frozen face model "
-                                       f"({cfg.data.face_model or 'face_lite0'})"},
-        "metrics": {"train_clips": len(clips), "train_seconds": round(time.time() - started, 1), **(metrics or {})}})
+                          "per_frame": f"main face track, grey 48x48 crops embedded by the {face} CNN, "
+                                       + ("fine-tuned with the head (weights in this model)" if cfg.model.finetune
+                                          else "frozen (weights in that face model)")},
+        "metrics": {"train_clips": len(clips), "train_seconds": round(time.time() - started, 1), **(metrics or {})}}
+    if cfg.model.finetune:  # what rebuilds the fine-tuned CNN at load time
+        face_card = read_card(resolve_model_dir(cfg.data.face_model))
+        card["frames"] = {"name": face_card["name"], "config": face_card["config"]}
+    model_dir = save_artifact(system.model, out / "model", card)
     return model_dir

@@ -5,20 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mmfer.config import ConfigError, VideoTrainCfg, from_dict
+from mmfer.config import ConfigError, FaceTrainCfg, VideoTrainCfg, from_dict
 from mmfer.face.artifact import ModelLoadError, load_weights, read_card, resolve_model_dir
-from mmfer.video.models import TemporalEmotionNet, create_temporal_model
+from mmfer.face.models import create_model
+from mmfer.video.models import FineTunedTemporalNet, TemporalEmotionNet, create_temporal_model
 
 DEFAULT_VIDEO_MODEL = "video_bigru_ckplus"
 
 
-def load_video_model(name_or_path: str | Path | None = None) -> tuple[TemporalEmotionNet, dict[str, Any],
-                                                                       VideoTrainCfg]:
+def load_video_model(name_or_path: str | Path | None = None
+                     ) -> tuple[TemporalEmotionNet | FineTunedTemporalNet, dict[str, Any], VideoTrainCfg]:
+    """A temporal head (safetensors + card); a fine-tuned one brings its own face CNN."""
     model_dir = resolve_model_dir(name_or_path, DEFAULT_VIDEO_MODEL)
     card = read_card(model_dir, kind="video")
     try:
         cfg = from_dict(VideoTrainCfg, card["config"])
-        model = create_temporal_model(cfg.model, int(card["feat_dim"]))
+        frames = None
+        if cfg.model.finetune:  # the card carries the face CNN's config; its weights are in this file
+            fcfg = from_dict(FaceTrainCfg, card["frames"]["config"])
+            fcfg.model.pretrained, fcfg.model.init_from = False, None
+            frames = create_model(fcfg.model, fcfg.data.image_size)
+        model = create_temporal_model(cfg.model, int(card["feat_dim"]), frames)
     except (ConfigError, KeyError, ValueError) as exc:
         raise ModelLoadError(f"{model_dir / 'card.json'}: {exc}") from None
     load_weights(model, model_dir / "model.safetensors")

@@ -65,12 +65,55 @@ class TemporalEmotionNet(nn.Module):
         return self.attend(emb, present, lengths)[0]
 
 
+class FineTunedTemporalNet(nn.Module):
+    """The face CNN itself under the temporal head, trained end to end: reads the main face's grey
+    crops (B, T, 48, 48), uint8 or float in [0, 1], instead of frozen embeddings. BatchNorm
+    statistics of the CNN stay frozen: a few clips per batch would only make them noisy."""
+
+    def __init__(self, frames: nn.Module, head: TemporalEmotionNet):
+        super().__init__()
+        self.frames, self.head = frames, head
+        self.feat_dim = int(frames.feat_dim)
+        self.train()  # Lightning keeps submodules' modes as it finds them: set the frozen BatchNorms now
+
+    def embed(self, crops: torch.Tensor) -> torch.Tensor:
+        """(N, 48, 48) crops -> (N, feat_dim) embeddings from the fine-tuned CNN."""
+        x = crops.float().div(255) if crops.dtype == torch.uint8 else crops.float()
+        return self.frames.forward_features(x.unsqueeze(1))
+
+    def attend(self, crops: torch.Tensor, present: torch.Tensor, lengths: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        b, t = present.shape
+        emb = torch.zeros(b, t, self.feat_dim, device=present.device)
+        if present.any():  # only frames with a face go through the CNN
+            emb = emb.index_put((present,), self.embed(crops[present]))
+        return self.head.attend(emb, present, lengths)
+
+    def forward(self, crops: torch.Tensor, present: torch.Tensor, lengths: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        return self.attend(crops, present, lengths)[0]
+
+    def train(self, mode: bool = True) -> FineTunedTemporalNet:
+        super().train(mode)
+        for m in self.frames.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+        return self
+
+
 @register("bigru")
 def _bigru(cfg: VideoModelCfg, feat_dim: int) -> nn.Module:
     return TemporalEmotionNet(cfg, feat_dim)
 
 
-def create_temporal_model(cfg: VideoModelCfg, feat_dim: int) -> TemporalEmotionNet:
+def create_temporal_model(cfg: VideoModelCfg, feat_dim: int, frames: nn.Module | None = None
+                          ) -> TemporalEmotionNet | FineTunedTemporalNet:
+    """The head named by ``cfg.arch``; with ``cfg.finetune`` wrapped around ``frames`` (a face CNN)."""
     if cfg.arch not in _REGISTRY:
         raise ValueError(f"unknown video model.arch {cfg.arch!r}; known: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[cfg.arch](cfg, feat_dim)
+    head = _REGISTRY[cfg.arch](cfg, feat_dim)
+    if not cfg.finetune:
+        return head
+    if frames is None:
+        raise ValueError("model.finetune needs the face CNN to fine-tune")
+    return FineTunedTemporalNet(frames, head)

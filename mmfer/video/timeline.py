@@ -110,16 +110,18 @@ def plot_timeline(tl: VideoTimeline, path: str | Path) -> Path:
 class _FaceRow:
     box: tuple[int, int, int, int]
     probs: np.ndarray
-    emb: np.ndarray | None  # float16 backbone embedding, kept only for the temporal head
+    emb: np.ndarray | None  # float16 backbone embedding, kept only for a frozen-CNN temporal head
+    crop: np.ndarray | None = None  # (48, 48) uint8 grey crop, kept only for a fine-tuned temporal head
 
 
 def scan_faces(path: str | Path, recognizer: Any, sample_fps: float | None = DEFAULT_SAMPLE_FPS,
-               max_side: int = MAX_SIDE, embed: bool = False, max_frames: int | None = None
-               ) -> tuple[Any, list[float], list[list[_FaceRow]]]:
+               max_side: int = MAX_SIDE, embed: bool = False, max_frames: int | None = None,
+               keep_crops: bool = False) -> tuple[Any, list[float], list[list[_FaceRow]]]:
     """Decode (a video or a folder of frames), detect, crop and classify every face of every sampled
-    frame; with ``embed`` also keep each face's backbone embedding (float16). Returns the reader
-    (info, notes), the frame times and the faces of each frame."""
+    frame; with ``embed`` also keep each face's backbone embedding (float16), with ``keep_crops`` its
+    grey 48x48 crop. Returns the reader (info, notes), the frame times and the faces of each frame."""
     from mmfer.face.detect import crop_faces
+    from mmfer.face.predictor import to_grey_crop
 
     reader = open_frames(path, sample_fps, max_side)
     times, per_frame = [], []
@@ -128,10 +130,11 @@ def scan_faces(path: str | Path, recognizer: Any, sample_fps: float | None = DEF
         faces = recognizer.detector.detect(frame.image)
         rows = []
         if faces:
-            crops = crop_faces(frame.image, faces)
-            probs = recognizer.predict_crops(crops)
-            embs = recognizer.embed_crops(crops).astype(np.float16) if embed else [None] * len(faces)
-            rows = [_FaceRow(f.box, p, e) for f, p, e in zip(faces, probs, embs, strict=True)]
+            grey = np.stack([to_grey_crop(c) for c in crop_faces(frame.image, faces)])
+            probs = recognizer.predict_crops(grey)
+            embs = recognizer.embed_crops(grey).astype(np.float16) if embed else [None] * len(faces)
+            rows = [_FaceRow(f.box, p, e, g if keep_crops else None)
+                    for f, p, e, g in zip(faces, probs, embs, grey, strict=True)]
         per_frame.append(rows)
         if max_frames and len(times) >= max_frames:
             break
@@ -149,6 +152,8 @@ def video_timeline(path: str | Path, recognizer: Any = None, sample_fps: float |
     """
     import torch
 
+    from mmfer.face.predictor import CROP_SIZE
+
     if recognizer is None:
         from mmfer.face.predictor import FaceEmotionRecognizer
 
@@ -160,10 +165,12 @@ def video_timeline(path: str | Path, recognizer: Any = None, sample_fps: float |
 
         head, card, vcfg = load_video_model(None if temporal is True else temporal)
         wanted = vcfg.data.face_model or "face_lite0"
-        if wanted != recognizer.card.get("name"):
+        if not vcfg.model.finetune and wanted != recognizer.card.get("name"):
             raise ModelLoadError(f"temporal model {card['name']} reads {wanted} embeddings, but the face model is "
                                  f"{recognizer.card.get('name')}")
-    reader, times, per_frame = scan_faces(path, recognizer, sample_fps, max_side, embed=head is not None)
+    finetuned = head is not None and vcfg.model.finetune  # its own CNN reads the crops
+    reader, times, per_frame = scan_faces(path, recognizer, sample_fps, max_side,
+                                          embed=head is not None and not finetuned, keep_crops=finetuned)
     tracks = link_tracks(per_frame)
     main = main_track(tracks)
     probs = np.full((len(times), len(EMOTIONS)), np.nan, np.float32)
@@ -183,10 +190,11 @@ def video_timeline(path: str | Path, recognizer: Any = None, sample_fps: float |
                        None if main is None else main.id, [len(f) for f in per_frame], notes)
     if head is not None and main is not None:
         span = vcfg.data.max_frames
-        emb = np.zeros((len(times), recognizer.model.feat_dim), np.float32)
+        emb = (np.zeros((len(times), CROP_SIZE, CROP_SIZE), np.uint8) if finetuned
+               else np.zeros((len(times), recognizer.model.feat_dim), np.float32))
         present = np.zeros(len(times), bool)
         for t, face in main.faces.items():
-            emb[t], present[t] = face.emb, True
+            emb[t], present[t] = face.crop if finetuned else face.emb, True
         outs = []
         with torch.no_grad():
             for s in range(0, len(times), span):
