@@ -87,6 +87,22 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 10, pts_ms: lis
             c.mux(p)
 
 
+def set_display_rotation(path: Path, clockwise: int) -> None:
+    """Write a display matrix into the MP4's track header (tkhd), as phones do for portrait video:
+    the stored frames stay as they are and players turn them ``clockwise`` degrees (90/180/270)."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    i = data.find(b"tkhd")
+    assert i > 0, f"{path}: no tkhd box"
+    # version/flags, times, track id, reserved, duration, reserved, layer, group, volume, reserved
+    off = i + 8 + (32 if data[i + 4] == 1 else 20) + 16
+    cos, sin = {90: (0, 1), 180: (-1, 0), 270: (0, -1)}[clockwise]
+    one = 1 << 16
+    data[off : off + 36] = struct.pack(">9i", cos * one, sin * one, 0, -sin * one, cos * one, 0, 0, 0, 1 << 30)
+    path.write_bytes(bytes(data))
+
+
 def face_frames(n: int, blank: set[int] = frozenset(), two: bool = False) -> list[np.ndarray]:
     import cv2
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA, YUNET_640, face_frames, needs_yunet, write_video
+from conftest import SHARED_DATA, YUNET_640, face_frames, needs_yunet, set_display_rotation, write_video
 from mmfer.cli.main import main
 from mmfer.face.predictor import FaceEmotionRecognizer
 from mmfer.video.io import VideoLoadError, VideoReader
@@ -55,6 +55,25 @@ def test_sampling_and_info(tmp_path: Path) -> None:
     assert [round(f.time_s, 3) for f in frames] == pytest.approx([i / 10 for i in range(10)], abs=0.02)
     assert frames[0].image.shape == (480, 640, 3) and frames[0].image.dtype == np.uint8
     assert len(list(VideoReader(path, sample_fps=None))) == 30
+
+
+@pytest.mark.parametrize("clockwise", [90, 180, 270])
+def test_rotated_phone_video_is_shown_upright(tmp_path: Path, clockwise: int) -> None:
+    upright = [np.ascontiguousarray(f[:, 80:560]) for f in face_frames(3)]  # 480x480 would hide 90 vs 270
+    upright = [np.ascontiguousarray(np.vstack([f, f[:160]])) for f in upright]  # portrait 480 wide, 640 high
+    path = tmp_path / f"phone_{clockwise}.mp4"
+    # The camera stores the scene turned the other way; the display matrix turns it back.
+    write_video(path, [np.ascontiguousarray(np.rot90(f, k=clockwise // 90)) for f in upright])
+    set_display_rotation(path, clockwise)
+    r = VideoReader(path, sample_fps=None)
+    frames = list(r)
+    assert r.info.rotation == clockwise and len(frames) == 3
+    assert (r.info.width, r.info.height) == (480, 640)  # the upright size, as a player shows it
+    shown = frames[1].image.astype(float)
+    assert shown.shape == upright[1].shape == (640, 480, 3)
+    err = np.abs(shown - upright[1]).mean()
+    wrong = np.abs(shown - np.rot90(upright[1], 2)).mean()  # upside down is a distinct, wrong answer
+    assert err < 6 and wrong > 3 * err, (err, wrong)
 
 
 def test_variable_frame_rate_is_sampled_by_time(tmp_path: Path) -> None:

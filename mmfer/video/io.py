@@ -31,7 +31,7 @@ class VideoInfo:
     frames: int | None  # as the header says (None when it does not)
     width: int
     height: int
-    rotation: int  # degrees, from the display matrix (phones)
+    rotation: int  # clockwise degrees a player turns the stored frames (phones' display matrix)
     codec: str
     has_audio: bool
 
@@ -89,11 +89,14 @@ class VideoReader:
         if scale < 1.0:
             frame = frame.reformat(width=max(2, int(w * scale)) & ~1, height=max(2, int(h * scale)) & ~1)
         img = frame.to_ndarray(format="bgr24")
-        rot = int(getattr(frame, "rotation", 0) or 0) % 360
-        if rot:
-            self.info.rotation = rot
-            # The display matrix angle is counter-clockwise: undo it to show the frame upright.
-            img = np.ascontiguousarray(np.rot90(img, k=rot // 90))
+        # FFmpeg gives the display matrix angle counter-clockwise; phones' "rotate" tag (and info.rotation)
+        # is the clockwise turn a player applies to show the frame upright.
+        clockwise = -int(getattr(frame, "rotation", 0) or 0) % 360
+        if clockwise:
+            if clockwise % 180 and self.info.rotation != clockwise:  # report the upright (display) size
+                self.info.width, self.info.height = self.info.height, self.info.width
+            self.info.rotation = clockwise
+            img = np.ascontiguousarray(np.rot90(img, k=-(clockwise // 90)))
         return img
 
     def __iter__(self) -> Iterator[Frame]:
