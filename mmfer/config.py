@@ -190,6 +190,40 @@ class VideoTrainCfg:
     trainer: TrainerCfg = dataclasses.field(default_factory=TrainerCfg)
 
 
+@dataclasses.dataclass
+class SceneClipCfg:
+    model: str = "ViT-B-32"  # an open_clip model name, or local-dir:/path
+    pretrained: str | None = "laion2b_s34b_b79k"  # an open_clip tag or a local checkpoint file
+
+
+@dataclasses.dataclass
+class SceneDataCfg:
+    dataset: str = "caer-s"  # caer-s | emotic
+    root: str | None = None  # None: $MMFER_DATA_ROOT, then ./data
+    train_split: str = "train"
+    test_split: str = "test"
+    mask_faces: bool = True  # embed the context only: detected faces are blanked out first
+    detector: str = "auto"
+    yunet_model: str | None = None
+    limit_train: int | None = None
+
+
+@dataclasses.dataclass
+class ProbeCfg:
+    kind: str = "linear"  # linear | mlp
+    hidden: int = 256
+    c: float = 1.0  # inverse regularisation strength
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class SceneTrainCfg:
+    name: str = "scene_probe"
+    clip: SceneClipCfg = dataclasses.field(default_factory=SceneClipCfg)
+    data: SceneDataCfg = dataclasses.field(default_factory=SceneDataCfg)
+    probe: ProbeCfg = dataclasses.field(default_factory=ProbeCfg)
+
+
 def _check_type(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):

@@ -215,3 +215,45 @@ def test_emotic_layout(tmp_path: Path) -> None:
         load_emotic("test", tmp_path)
     with pytest.raises(DatasetError, match="EMOTIC annotations not found"):
         load_emotic("train", tmp_path / "nowhere")
+
+
+def test_train_scene_probe_and_predict_from_the_cli(tmp_path: Path, tiny_clip: ClipSceneEncoder,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    """The whole user path: a CAER-S folder, a YAML recipe naming a local CLIP checkpoint, `mmfer
+    train scene`, then `mmfer scene` with the probe and with zero-shot prompts; bad files named."""
+    from safetensors.torch import save_file
+
+    from mmfer.cli.main import main
+
+    for k, (split, n) in enumerate((("train", 12), ("test", 6))):
+        for j, (cls, colour) in enumerate((("Happy", (220, 180, 60)), ("Sad", (50, 60, 140)))):
+            d = tmp_path / "CAER-S" / split / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(_scene(colour, 1000 * k + 100 * j + i)).save(d / f"{i:04d}.png")
+    ckpt = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_clip.model.state_dict().items()}, str(ckpt))
+    cfg = tmp_path / "probe.yaml"
+    cfg.write_text(f"name: probe_test\nclip: {{model: {TINY}, pretrained: {ckpt}}}\n"
+                   f"data: {{dataset: caer-s, root: {tmp_path}, detector: haar}}\nprobe: {{kind: linear, c: 10.0}}\n")
+    assert main(["train", "scene", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "probe written to" in out and "test (12 images)" in out
+    card = json.loads((tmp_path / "run" / "model" / "card.json").read_text())
+    assert card["metrics"]["accuracy"] >= 0.9 and card["clip"] == {"model": TINY, "pretrained": str(ckpt),
+                                                                    "faces_masked": True}
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    sad_dir = tmp_path / "CAER-S" / "test" / "Sad"
+    code = main(["scene", str(sad_dir), str(tmp_path / "broken.png"), "--probe", str(tmp_path / "run" / "model"),
+                 "--detector", "haar", "--json"])
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert code == 1 and "broken.png" in captured.err  # the bad file is named, the others are scored
+    good = [r for r in doc["results"] if "error" not in r]
+    assert len(good) == 6 and sum(r["emotion"] == "sad" for r in good) >= 5
+    assert main(["scene", str(sad_dir / "0000.png"), "--clip-model", TINY, "--pretrained", str(ckpt),
+                 "--whole-image"]) == 0
+    assert "scene (whole image) ->" in capsys.readouterr().out
+    assert main(["scene", str(sad_dir / "0000.png"), "--clip-model", TINY, "--pretrained",
+                 str(tmp_path / "missing.bin")]) == 2
+    assert "could not be loaded" in capsys.readouterr().err

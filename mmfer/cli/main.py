@@ -26,8 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a model from a YAML config")
-    train.add_argument("modality", choices=["face", "audio", "video"])
-    train.add_argument("--config", required=True, help="configs/face_*.yaml or configs/audio_*.yaml")
+    train.add_argument("modality", choices=["face", "audio", "video", "scene"])
+    train.add_argument("--config", required=True, help="configs/<modality>_*.yaml (scene: a CLIP probe recipe)")
     train.add_argument("--out", help="run folder (default: runs/<config name>)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set trainer.epochs=5 (repeatable)")
@@ -75,6 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
     tl.add_argument("--temporal", nargs="?", const="video_bigru_ckplus", default=None, metavar="MODEL",
                     help="add the clip-level prediction of a temporal head (default: the shipped video_bigru_ckplus)")
 
+    sc = sub.add_parser("scene", help="emotion read from the scene context (CLIP: zero-shot prompts or a probe)")
+    sc.add_argument("paths", nargs="+", help="image files and/or folders")
+    sc.add_argument("--clip-model", default=None, help="open_clip model name or local-dir:/path (default: ViT-B-32)")
+    sc.add_argument("--pretrained", default=None,
+                    help="open_clip pretrained tag or a local checkpoint file (default: laion2b_s34b_b79k)")
+    sc.add_argument("--probe", help="a trained probe folder (mmfer train scene); its card names the CLIP model")
+    sc.add_argument("--prompts", help="YAML prompt set for zero-shot (templates + classes)")
+    sc.add_argument("--whole-image", action="store_true", help="do not mask the faces (default: context only)")
+    sc.add_argument("--detector", default="auto", choices=["auto", "yunet", "haar"])
+    sc.add_argument("--yunet-model", help="YuNet ONNX file (default: $MMFER_YUNET_MODEL, cache, download)")
+    sc.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    sc.add_argument("--device", default="auto")
+
     sub.add_parser("models", help="list the shipped models and their metrics")
     return parser
 
@@ -100,6 +113,15 @@ def _load_cfg(args: argparse.Namespace, cls: type):  # noqa: ANN202 - an instanc
 def cmd_train(args: argparse.Namespace) -> int:
     if args.modality == "audio":
         return _train_audio(args)
+    if args.modality == "scene":
+        from mmfer.config import SceneTrainCfg
+        from mmfer.scene.train_probe import train_scene_probe
+
+        cfg = _load_cfg(args, SceneTrainCfg)
+        path, m = train_scene_probe(cfg, Path(args.out) if args.out else Path("runs") / cfg.name)
+        print(f"probe written to {path}; {m['dataset']} {m['test_split']} ({m['test']} images): accuracy "
+              f"{m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} (zero-shot prompts: {m['zero_shot_accuracy']:.4f})")
+        return EXIT_OK
     if args.modality == "video":
         from mmfer.config import VideoTrainCfg
         from mmfer.training.train_video import train_video
@@ -338,6 +360,61 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_scene(args: argparse.Namespace) -> int:
+    from mmfer.emotions import EMOTIONS
+    from mmfer.face.detect import FaceDetector
+    from mmfer.io.images import IMAGE_SUFFIXES, ImageLoadError, load_image
+    from mmfer.scene.clip_encoder import DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED, ClipSceneEncoder
+    from mmfer.scene.zero_shot import ZeroShotSceneClassifier
+
+    probe = card = None
+    model, pretrained = args.clip_model or DEFAULT_CLIP_MODEL, args.pretrained or DEFAULT_CLIP_PRETRAINED
+    if args.probe:
+        from mmfer.scene.probe import load_probe
+
+        probe, card = load_probe(args.probe)
+        model = args.clip_model or card["clip"]["model"]
+        pretrained = args.pretrained or card["clip"]["pretrained"]
+    encoder = ClipSceneEncoder(model, pretrained, device=args.device)
+    zero_shot = None if probe is not None else ZeroShotSceneClassifier(encoder, args.prompts)
+    detector = None if args.whole_image else FaceDetector(args.detector, args.yunet_model)
+    files = [f for item in args.paths for f in (sorted(q for q in Path(item).rglob("*")
+             if q.suffix.lower() in IMAGE_SUFFIXES) if Path(item).is_dir() else [Path(item)])]
+    results, failed = [], 0
+    for path in files:
+        try:
+            bgr = load_image(path)
+        except ImageLoadError as exc:
+            failed += 1
+            _err(str(exc))
+            results.append({"file": str(path), "error": str(exc)})
+            continue
+        boxes = [f.box for f in detector.detect(bgr)] if detector else []
+        emb = encoder.embed_images([bgr[:, :, ::-1]], [boxes] if detector else None)
+        if probe is not None:
+            import torch
+
+            with torch.no_grad():
+                probs = probe(emb).softmax(-1)[0].numpy()
+        else:
+            probs = zero_shot.scores(emb)[0]
+        ranked = sorted(zip(EMOTIONS, probs.tolist(), strict=True), key=lambda kv: -kv[1])
+        results.append({"file": str(path), "emotion": ranked[0][0], "faces_masked": len(boxes),
+                        "probabilities": {k: round(v, 4) for k, v in ranked}})
+        if not args.json:
+            masked = f"{len(boxes)} face(s) masked" if detector else "whole image"
+            print(f"{path}  scene ({masked}) -> {ranked[0][0]} ({ranked[0][1]:.2f})  ["
+                  + "  ".join(f"{k} {v:.2f}" for k, v in ranked) + "]")
+    if not results:
+        _err("no image files found in " + ", ".join(args.paths))
+        return EXIT_SOME_FAILED
+    if args.json:
+        print(json.dumps({"clip_model": model, "pretrained": pretrained,
+                          "classifier": f"probe {args.probe}" if probe is not None else "zero-shot prompts",
+                          "results": results}, indent=2))
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
 def cmd_models(_: argparse.Namespace) -> int:
     from mmfer.paths import WEIGHTS_DIR
 
@@ -363,12 +440,14 @@ def main(argv: list[str] | None = None) -> int:
     from mmfer.config import ConfigError
     from mmfer.data.fer2013 import DatasetError
     from mmfer.face.artifact import ModelLoadError
+    from mmfer.scene.clip_encoder import SceneEncoderUnavailable
+    from mmfer.scene.probe import ProbeError
 
     handlers = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "models": cmd_models,
-                "timeline": cmd_timeline}
+                "timeline": cmd_timeline, "scene": cmd_scene}
     try:
         return handlers[args.command](args)
-    except (ConfigError, DatasetError, ModelLoadError) as exc:
+    except (ConfigError, DatasetError, ModelLoadError, SceneEncoderUnavailable, ProbeError) as exc:
         _err(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:
