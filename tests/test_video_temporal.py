@@ -245,3 +245,17 @@ def test_finetuned_head_ships_and_runs_on_a_video(tmp_path: Path) -> None:
     tl = video_timeline(clips / "c0.mp4", rec, temporal=model_dir)
     assert tl.temporal["model"] == "video_ft_test" and tl.temporal["windows"] == 1
     assert sum(tl.temporal["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_frozen_head_refuses_other_face_weights() -> None:
+    from mmfer.face.artifact import ModelLoadError, weights_digest
+    from mmfer.video.artifact import check_face_model
+
+    face = {"name": "face_lite0", "_dir": str(WEIGHTS_DIR / "face_lite0")}
+    head = {"name": "head", "face_model": {"name": "face_lite0", "weights_sha256": weights_digest(face["_dir"])}}
+    check_face_model(head, "face_lite0", face)  # the weights it was trained on: fine
+    with pytest.raises(ModelLoadError, match="reads face_lite0 embeddings, but the face model is other"):
+        check_face_model(head, "face_lite0", {**face, "name": "other"})
+    head["face_model"]["weights_sha256"] = "0123456789abcdef"  # e.g. face_lite0 retrained since
+    with pytest.raises(ModelLoadError, match="retrain it"):
+        check_face_model(head, "face_lite0", face)

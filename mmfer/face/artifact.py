@@ -73,6 +73,17 @@ def resolve_model_dir(name_or_path: str | Path | None, default: str = DEFAULT_FA
     return path
 
 
+def weights_digest(model_dir: str | Path) -> str:
+    """Short sha256 of a model's weights: what a model trained on its outputs records and checks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(Path(model_dir) / "model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
 def read_card(model_dir: Path, kind: str = "face") -> dict[str, Any]:
     card_path = model_dir / "card.json"
     try:

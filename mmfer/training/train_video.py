@@ -31,12 +31,14 @@ from mmfer.video.models import FineTunedTemporalNet, create_temporal_model
 
 def corpus_features(cfg: VideoTrainCfg, clips: list[Clip], use_cache: bool = True) -> dict[str, np.ndarray]:
     """Per-clip frame embeddings of the main face (padded to max_frames), cached by file list and settings."""
+    from mmfer.face.artifact import resolve_model_dir, weights_digest
     from mmfer.face.predictor import FaceEmotionRecognizer
     from mmfer.video.clip_features import clip_features
 
     d = cfg.data
+    face = weights_digest(resolve_model_dir(d.face_model))  # new face weights -> new embeddings
     h = hashlib.sha1(json.dumps([[c.path.name, c.path.stat().st_size] for c in clips] +
-                                [d.sample_fps, d.max_frames, d.face_model, d.detector]).encode()).hexdigest()[:16]
+                                [d.sample_fps, d.max_frames, face, d.detector]).encode()).hexdigest()[:16]
     path = cache_dir("video-features") / f"{h}.npz"
     if use_cache and path.is_file():
         with np.load(path) as z:
@@ -187,7 +189,7 @@ def cross_validate_video(cfg: VideoTrainCfg, out_dir: str | Path) -> dict[str, A
 
 def train_video(cfg: VideoTrainCfg, out_dir: str | Path, metrics: dict[str, Any] | None = None) -> Path:
     """Train on every clip and export ``out_dir/model`` (safetensors + card)."""
-    from mmfer.face.artifact import read_card, resolve_model_dir, save_artifact
+    from mmfer.face.artifact import read_card, resolve_model_dir, save_artifact, weights_digest
 
     out = Path(out_dir)
     clips = load_clips(cfg.data.dataset, cfg.data.root)
@@ -196,6 +198,7 @@ def train_video(cfg: VideoTrainCfg, out_dir: str | Path, metrics: dict[str, Any]
     started = time.time()
     system = fit_video(cfg, feats, labels, np.arange(len(clips)), out)
     face = cfg.data.face_model or "face_lite0"
+    face_dir = resolve_model_dir(cfg.data.face_model)
     card: dict[str, Any] = {
         "kind": "video", "name": cfg.name, "classes": list(EMOTIONS), "feat_dim": int(feats["emb"].shape[-1]),
         "config": to_dict(cfg),
@@ -203,9 +206,10 @@ def train_video(cfg: VideoTrainCfg, out_dir: str | Path, metrics: dict[str, Any]
                           "per_frame": f"main face track, grey 48x48 crops embedded by the {face} CNN, "
                                        + ("fine-tuned with the head (weights in this model)" if cfg.model.finetune
                                           else "frozen (weights in that face model)")},
+        "face_model": {"name": read_card(face_dir)["name"], "weights_sha256": weights_digest(face_dir)},
         "metrics": {"train_clips": len(clips), "train_seconds": round(time.time() - started, 1), **(metrics or {})}}
     if cfg.model.finetune:  # what rebuilds the fine-tuned CNN at load time
-        face_card = read_card(resolve_model_dir(cfg.data.face_model))
+        face_card = read_card(face_dir)
         card["frames"] = {"name": face_card["name"], "config": face_card["config"]}
     model_dir = save_artifact(system.model, out / "model", card)
     return model_dir

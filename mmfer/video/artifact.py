@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from mmfer.config import ConfigError, FaceTrainCfg, VideoTrainCfg, from_dict
-from mmfer.face.artifact import ModelLoadError, load_weights, read_card, resolve_model_dir
+from mmfer.face.artifact import ModelLoadError, load_weights, read_card, resolve_model_dir, weights_digest
 from mmfer.face.models import create_model
 from mmfer.video.models import FineTunedTemporalNet, TemporalEmotionNet, create_temporal_model
 
@@ -31,3 +31,14 @@ def load_video_model(name_or_path: str | Path | None = None
     load_weights(model, model_dir / "model.safetensors")
     card["_dir"] = str(model_dir)
     return model.eval(), card, cfg
+
+
+def check_face_model(video_card: dict[str, Any], wanted: str, face_card: dict[str, Any]) -> None:
+    """A frozen-CNN head only understands the embeddings of the exact face weights it was trained on."""
+    if wanted != face_card.get("name"):
+        raise ModelLoadError(f"temporal model {video_card['name']} reads {wanted} embeddings, but the face model is "
+                             f"{face_card.get('name')}")
+    want = video_card.get("face_model", {}).get("weights_sha256")
+    if want and face_card.get("_dir") and (have := weights_digest(face_card["_dir"])) != want:
+        raise ModelLoadError(f"temporal model {video_card['name']} was trained on {wanted} weights {want}, but "
+                             f"{face_card['_dir']} holds weights {have}: retrain it (mmfer train video)")

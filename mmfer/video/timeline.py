@@ -160,14 +160,12 @@ def video_timeline(path: str | Path, recognizer: Any = None, sample_fps: float |
         recognizer = FaceEmotionRecognizer()
     head = card = None
     if temporal:
-        from mmfer.face.artifact import ModelLoadError
-        from mmfer.video.artifact import load_video_model
+        from mmfer.video.artifact import check_face_model, load_video_model
 
         head, card, vcfg = load_video_model(None if temporal is True else temporal)
         wanted = vcfg.data.face_model or "face_lite0"
-        if not vcfg.model.finetune and wanted != recognizer.card.get("name"):
-            raise ModelLoadError(f"temporal model {card['name']} reads {wanted} embeddings, but the face model is "
-                                 f"{recognizer.card.get('name')}")
+        if not vcfg.model.finetune:
+            check_face_model(card, wanted, recognizer.card)
     finetuned = head is not None and vcfg.model.finetune  # its own CNN reads the crops
     reader, times, per_frame = scan_faces(path, recognizer, sample_fps, max_side,
                                           embed=head is not None and not finetuned, keep_crops=finetuned)
