@@ -1,0 +1,1 @@
+"""Late fusion of the face, temporal, audio and scene branches with exact per-modality contributions."""
