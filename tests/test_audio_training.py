@@ -118,6 +118,8 @@ def test_cli_cross_validation_report_and_resume(tmp_path: Path, capsys: pytest.C
     for i in range(2):
         z = np.load(tmp_path / "cv" / f"fold_{i}" / "predictions.npz")
         assert set(z["actors"]) == set(folds[i]["test_actors"])
+    oof = np.load(tmp_path / "report" / "oof_predictions.npz")  # pooled, for calibrating the fusion
+    assert oof["probs"].shape == (240, 8) and list(oof["classes"])[-1] == "calm" and set(oof["fold"]) == {0, 1}
     stamp = (tmp_path / "cv" / "fold_0" / "predictions.npz").stat().st_mtime
     assert main(args) == 0
     assert (tmp_path / "cv" / "fold_0" / "predictions.npz").stat().st_mtime == stamp

@@ -91,6 +91,12 @@ def test_cross_validation_on_ckplus_is_subject_disjoint_and_learns(tmp_path: Pat
     assert sum(r["n"] for r in cv["folds"]) == 27
     acc = cv["aggregate"]["metrics"]["accuracy"]["mean"]
     assert acc > 0.4, f"LOSO accuracy {acc:.2f} (chance about 0.17 over the 6 CK+ classes)"
+    from mmfer.evaluation.video_eval import write_video_cv_report
+
+    paths = write_video_cv_report(cv, tmp_path / "report", cfg)
+    oof = np.load(paths["oof_predictions"])
+    assert oof["probs"].shape == oof["face_probs"].shape == (27, 7) and len(set(oof["fold"])) == 7
+    assert sorted(oof["clips"]) == sorted(c.path.name for c in clips)
 
 
 def test_shipped_temporal_head() -> None:

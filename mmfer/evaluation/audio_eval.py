@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from mmfer.audio.artifact import audio_classes
 from mmfer.config import AudioTrainCfg
 from mmfer.evaluation.face_eval import _display_path
-from mmfer.evaluation.report import write_report
+from mmfer.evaluation.report import write_oof, write_report
 
 
 def _cv_section(cv: dict[str, Any]) -> str:
@@ -51,9 +52,13 @@ def write_cv_report(cv: dict[str, Any], out_dir: str | Path, cfg: AudioTrainCfg,
         "aggregate": cv["aggregate"],
         "config": cv["config"],
     }
-    return write_report(cv["pooled"], out_dir, f"{cfg.name}: speech emotion, actor-disjoint cross-validation", meta,
-                        y_true=cv.get("y"), probs=cv.get("probs"), sections=[_cv_section(cv)],
-                        summary_title="All folds' predictions pooled")
+    paths = write_report(cv["pooled"], out_dir, f"{cfg.name}: speech emotion, actor-disjoint cross-validation",
+                         meta, y_true=cv.get("y"), probs=cv.get("probs"), sections=[_cv_section(cv)],
+                         summary_title="All folds' predictions pooled")
+    if cv.get("probs") is not None:  # what the fusion calibrates the audio branch on
+        paths["oof_predictions"] = write_oof(out_dir, classes=np.array(audio_classes(cfg.model.num_classes)),
+                                             y=cv["y"], probs=cv["probs"], fold=cv["test_folds"])
+    return paths
 
 
 def evaluate_audio_folder(model: str | Path | None, data_dir: str | Path, out_dir: str | Path | None = None

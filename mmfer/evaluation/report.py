@@ -144,3 +144,11 @@ def write_report(report: dict[str, Any], out_dir: str | Path, title: str, meta: 
     paths["markdown"] = out / FILES["markdown"]
     paths["markdown"].write_text(_markdown(report, title, _jsonable(full_meta), has_roc, sections, summary_title))
     return paths
+
+
+def write_oof(out_dir: str | Path, **arrays: np.ndarray) -> Path:
+    """Out-of-fold predictions next to a cross-validation report (small: they are committed)."""
+    path = Path(out_dir) / "oof_predictions.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+    return path

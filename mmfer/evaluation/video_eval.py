@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mmfer.config import VideoTrainCfg
-from mmfer.evaluation.report import write_report
+from mmfer.emotions import EMOTIONS
+from mmfer.evaluation.report import write_oof, write_report
 
 
 def _section(cv: dict[str, Any]) -> str:
@@ -35,6 +38,10 @@ def write_video_cv_report(cv: dict[str, Any], out_dir: str | Path, cfg: VideoTra
             "accuracy_std": round(a["std"], 4),
             "frame_average_accuracy_mean": round(cv["baseline"]["metrics"]["accuracy"]["mean"], 4),
             "folds": cv["folds"], "aggregate": cv["aggregate"], "baseline": cv["baseline"], "config": cv["config"]}
-    return write_report(cv["pooled"], out_dir, f"{cfg.name}: temporal face emotion, subject-disjoint CV", meta,
-                        y_true=cv["y"], probs=cv["probs"], sections=[_section(cv)],
-                        summary_title="All folds' predictions pooled")
+    paths = write_report(cv["pooled"], out_dir, f"{cfg.name}: temporal face emotion, subject-disjoint CV", meta,
+                         y_true=cv["y"], probs=cv["probs"], sections=[_section(cv)],
+                         summary_title="All folds' predictions pooled")
+    # Out-of-fold clip predictions of the head and of the face model's frame average (fusion, ablations).
+    paths["oof_predictions"] = write_oof(out_dir, classes=np.array(EMOTIONS), y=cv["y"], probs=cv["probs"],
+                                         face_probs=cv["face_probs"], fold=cv["fold"], clips=np.array(cv["clips"]))
+    return paths

@@ -166,7 +166,7 @@ def cross_validate_video(cfg: VideoTrainCfg, out_dir: str | Path) -> dict[str, A
     feats = corpus_features(cfg, clips)
     labels = np.array([EMOTIONS.index(c.label) for c in clips])
     subjects = np.array([c.subject for c in clips])
-    reports, base_reports, rows, ys, ps = [], [], [], [], []
+    reports, base_reports, rows, ys, ps, bs, fold_of, names = [], [], [], [], [], [], [], []
     for i, test_subjects in enumerate(folds):
         test = np.isin(subjects, test_subjects)
         tr, te = np.flatnonzero(~test), np.flatnonzero(test)
@@ -174,16 +174,21 @@ def cross_validate_video(cfg: VideoTrainCfg, out_dir: str | Path) -> dict[str, A
         system = fit_video(cfg, feats, labels, tr, out / f"fold_{i}")
         probs = predict_video(system.model, feats, te)
         rep = classification_report(labels[te], probs, EMOTIONS)
-        base = classification_report(labels[te], frame_average(feats, te), EMOTIONS)
+        base_probs = frame_average(feats, te)
+        base = classification_report(labels[te], base_probs, EMOTIONS)
         reports.append(rep)
         base_reports.append(base)
         ys.append(labels[te])
         ps.append(probs)
+        bs.append(base_probs)
+        fold_of.append(np.full(len(te), i))
+        names += [clips[j].path.name for j in te]
         rows.append({"fold": i, "test_subjects": test_subjects, "n": int(len(te)), "accuracy": rep["accuracy"],
                      "frame_average_accuracy": base["accuracy"]})
     y, p = np.concatenate(ys), np.concatenate(ps)
     return {"folds": rows, "aggregate": aggregate_folds(reports), "baseline": aggregate_folds(base_reports),
-            "pooled": classification_report(y, p, EMOTIONS), "y": y, "probs": p, "n_clips": len(clips),
+            "pooled": classification_report(y, p, EMOTIONS), "y": y, "probs": p, "face_probs": np.concatenate(bs),
+            "fold": np.concatenate(fold_of), "clips": names, "n_clips": len(clips),
             "n_subjects": len(folds), "config": to_dict(cfg)}
 
 
