@@ -251,9 +251,9 @@ def test_train_scene_probe_and_predict_from_the_cli(tmp_path: Path, tiny_clip: C
     assert code == 1 and "broken.png" in captured.err  # the bad file is named, the others are scored
     good = [r for r in doc["results"] if "error" not in r]
     assert len(good) == 6 and sum(r["emotion"] == "sad" for r in good) >= 5
-    assert main(["scene", str(sad_dir / "0000.png"), "--clip-model", TINY, "--pretrained", str(ckpt),
+    assert main(["scene", str(sad_dir / "0000.png"), "--clip-model", TINY, "--clip-pretrained", str(ckpt),
                  "--whole-image"]) == 0
     assert "scene (whole image) ->" in capsys.readouterr().out
-    assert main(["scene", str(sad_dir / "0000.png"), "--clip-model", TINY, "--pretrained",
+    assert main(["scene", str(sad_dir / "0000.png"), "--clip-model", TINY, "--clip-pretrained",
                  str(tmp_path / "missing.bin")]) == 2
     assert "could not be loaded" in capsys.readouterr().err

@@ -16,6 +16,13 @@ from pathlib import Path
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+def _add_clip_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--clip-model", default=None,
+                   help="open_clip model name or local-dir:/path (default: $MMFER_CLIP_MODEL, else ViT-B-32)")
+    p.add_argument("--clip-pretrained", default=None, help="open_clip pretrained tag or a local checkpoint file "
+                   "(default: $MMFER_CLIP_PRETRAINED, else laion2b_s34b_b79k)")
+
+
 def _add_data_root(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="dataset root (default: $MMFER_DATA_ROOT, then ./data)")
 
@@ -77,9 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser("scene", help="emotion read from the scene context (CLIP: zero-shot prompts or a probe)")
     sc.add_argument("paths", nargs="+", help="image files and/or folders")
-    sc.add_argument("--clip-model", default=None, help="open_clip model name or local-dir:/path (default: ViT-B-32)")
-    sc.add_argument("--pretrained", default=None,
-                    help="open_clip pretrained tag or a local checkpoint file (default: laion2b_s34b_b79k)")
+    _add_clip_options(sc)
     sc.add_argument("--probe", help="a trained probe folder (mmfer train scene); its card names the CLIP model")
     sc.add_argument("--prompts", help="YAML prompt set for zero-shot (templates + classes)")
     sc.add_argument("--whole-image", action="store_true", help="do not mask the faces (default: context only)")
@@ -364,17 +369,18 @@ def cmd_scene(args: argparse.Namespace) -> int:
     from mmfer.emotions import EMOTIONS
     from mmfer.face.detect import FaceDetector
     from mmfer.io.images import IMAGE_SUFFIXES, ImageLoadError, load_image
-    from mmfer.scene.clip_encoder import DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED, ClipSceneEncoder
+    from mmfer.scene.clip_encoder import ClipSceneEncoder, default_clip_spec
     from mmfer.scene.zero_shot import ZeroShotSceneClassifier
 
     probe = card = None
-    model, pretrained = args.clip_model or DEFAULT_CLIP_MODEL, args.pretrained or DEFAULT_CLIP_PRETRAINED
+    model, pretrained = default_clip_spec()
+    model, pretrained = args.clip_model or model, args.clip_pretrained or pretrained
     if args.probe:
         from mmfer.scene.probe import load_probe
 
         probe, card = load_probe(args.probe)
         model = args.clip_model or card["clip"]["model"]
-        pretrained = args.pretrained or card["clip"]["pretrained"]
+        pretrained = args.clip_pretrained or card["clip"]["pretrained"]
     encoder = ClipSceneEncoder(model, pretrained, device=args.device)
     zero_shot = None if probe is not None else ZeroShotSceneClassifier(encoder, args.prompts)
     detector = None if args.whole_image else FaceDetector(args.detector, args.yunet_model)

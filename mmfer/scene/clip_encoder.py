@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,14 @@ DEFAULT_CLIP_MODEL = "ViT-B-32"
 DEFAULT_CLIP_PRETRAINED = "laion2b_s34b_b79k"
 
 Box = tuple[int, int, int, int]  # x, y, w, h (the face detector's boxes)
+
+
+def default_clip_spec() -> tuple[str, str | None]:
+    """(model name, pretrained tag or file): $MMFER_CLIP_MODEL / $MMFER_CLIP_PRETRAINED, else ViT-B-32 on LAION-2B."""
+    import os
+
+    return (os.environ.get("MMFER_CLIP_MODEL") or DEFAULT_CLIP_MODEL,
+            os.environ.get("MMFER_CLIP_PRETRAINED") or DEFAULT_CLIP_PRETRAINED)
 
 
 class SceneEncoderUnavailable(RuntimeError):
@@ -66,6 +74,22 @@ def mask_faces(image_rgb: np.ndarray, boxes: Sequence[Box], margin: float = 0.15
     return out
 
 
+@contextlib.contextmanager
+def _hub_offline(on: bool) -> Iterator[None]:
+    """With ``on``, the Hugging Face hub is not contacted: only the local cache is used (fast failure)."""
+    if not on:
+        yield
+        return
+    import huggingface_hub.constants as hub
+
+    before = hub.HF_HUB_OFFLINE
+    hub.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE = before
+
+
 class ClipSceneEncoder:
     """Embed images (whole scene, or faces masked out) and texts with one open_clip model.
 
@@ -73,7 +97,8 @@ class ClipSceneEncoder:
     """
 
     def __init__(self, model_name: str = DEFAULT_CLIP_MODEL, pretrained: str | None = DEFAULT_CLIP_PRETRAINED,
-                 device: str = "auto", cache_dir: str | None = None, allow_random: bool = False):
+                 device: str = "auto", cache_dir: str | None = None, allow_random: bool = False,
+                 local_only: bool = False):
         import open_clip
 
         if pretrained is None and not allow_random and not model_name.startswith(("local-dir:", "hf-hub:")):
@@ -86,7 +111,7 @@ class ClipSceneEncoder:
         level = log.level
         try:
             log.setLevel(logging.CRITICAL)  # open_clip logs its own copy of the error at ERROR level
-            with contextlib.redirect_stderr(io.StringIO()):
+            with contextlib.redirect_stderr(io.StringIO()), _hub_offline(local_only):
                 model, _, preprocess = open_clip.create_model_and_transforms(
                     model_name, pretrained=pretrained, device=self.device, cache_dir=cache_dir)
         except Exception as exc:  # noqa: BLE001 - network, missing file, unknown tag/name, bad checkpoint

@@ -29,8 +29,8 @@ def clip_features(path: str | Path, recognizer, sample_fps: float | None = DEFAU
     with ``keep_crops`` also return their grey crops (what a fine-tuned frame CNN reads)."""
     from mmfer.video.timeline import scan_faces
 
-    reader, times, per_frame = scan_faces(path, recognizer, sample_fps, embed=True, max_frames=max_frames,
-                                         keep_crops=keep_crops)
+    scan = scan_faces(path, recognizer, sample_fps, embed=True, max_frames=max_frames, keep_crops=keep_crops)
+    reader, times, per_frame = scan.reader, scan.times, scan.per_frame
     emb = np.zeros((len(times), recognizer.model.feat_dim), np.float32)
     probs = np.full((len(times), len(recognizer.classes)), np.nan, np.float32)
     present = np.zeros(len(times), bool)

@@ -30,6 +30,7 @@ class VideoTimeline:
     faces_per_frame: list[int]
     notes: list[str]
     temporal: dict[str, Any] | None = None  # clip-level prediction of the temporal head, when asked for
+    key_frames: list[KeyFrame] = dataclasses.field(default_factory=list)  # when asked for (scene, display)
 
     @property
     def face_found(self) -> np.ndarray:
@@ -114,17 +115,45 @@ class _FaceRow:
     crop: np.ndarray | None = None  # (48, 48) uint8 grey crop, kept only for a fine-tuned temporal head
 
 
+@dataclasses.dataclass
+class KeyFrame:
+    time_s: float
+    image: np.ndarray  # BGR, at most 640 px on its longer side
+    boxes: list[tuple[int, int, int, int]]  # faces in that (downscaled) image
+    scale: float  # image pixels per original frame pixel
+
+
+@dataclasses.dataclass
+class Scan:
+    reader: Any  # the VideoReader / ImageSequenceReader (info, notes)
+    times: list[float]
+    per_frame: list[list[_FaceRow]]
+    key_frames: list[KeyFrame]
+
+
+def _key_indices(reader: Any, sample_fps: float | None, n: int) -> set[int]:
+    """Evenly spaced positions among the sampled frames (from the header's duration), for ``n`` key frames."""
+    info = reader.info
+    rate = sample_fps or info.fps or 10.0
+    total = int(info.duration_s * rate) if info.duration_s else n
+    total = max(1, total)
+    return {round(i * (total - 1) / max(1, n - 1)) for i in range(n)} if n > 0 else set()
+
+
 def scan_faces(path: str | Path, recognizer: Any, sample_fps: float | None = DEFAULT_SAMPLE_FPS,
                max_side: int = MAX_SIDE, embed: bool = False, max_frames: int | None = None,
-               keep_crops: bool = False) -> tuple[Any, list[float], list[list[_FaceRow]]]:
+               keep_crops: bool = False, key_frames: int = 0) -> Scan:
     """Decode (a video or a folder of frames), detect, crop and classify every face of every sampled
     frame; with ``embed`` also keep each face's backbone embedding (float16), with ``keep_crops`` its
-    grey 48x48 crop. Returns the reader (info, notes), the frame times and the faces of each frame."""
+    grey 48x48 crop, and ``key_frames`` evenly spaced downscaled frames with their face boxes."""
+    import cv2
+
     from mmfer.face.detect import crop_faces
     from mmfer.face.predictor import to_grey_crop
 
     reader = open_frames(path, sample_fps, max_side)
-    times, per_frame = [], []
+    wanted = _key_indices(reader, sample_fps, key_frames)
+    times, per_frame, keys = [], [], []
     for frame in reader:
         times.append(frame.time_s)
         faces = recognizer.detector.detect(frame.image)
@@ -136,16 +165,24 @@ def scan_faces(path: str | Path, recognizer: Any, sample_fps: float | None = DEF
             rows = [_FaceRow(f.box, p, e, g if keep_crops else None)
                     for f, p, e, g in zip(faces, probs, embs, grey, strict=True)]
         per_frame.append(rows)
+        if frame.index in wanted:
+            scale = min(1.0, 640 / max(frame.image.shape[:2]))
+            img = cv2.resize(frame.image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) \
+                if scale < 1 else frame.image.copy()
+            boxes = [tuple(int(round(v * scale)) for v in f.box) for f in faces]
+            keys.append(KeyFrame(frame.time_s, img, boxes, scale))
         if max_frames and len(times) >= max_frames:
             break
-    return reader, times, per_frame
+    return Scan(reader, times, per_frame, keys)
 
 
 def video_timeline(path: str | Path, recognizer: Any = None, sample_fps: float | None = DEFAULT_SAMPLE_FPS,
-                   smooth_s: float = 0.5, max_side: int = MAX_SIDE, temporal: Any = None) -> VideoTimeline:
+                   smooth_s: float = 0.5, max_side: int = MAX_SIDE, temporal: Any = None, key_frames: int = 0
+                   ) -> VideoTimeline:
     """Face emotion timeline of a video with a FaceEmotionRecognizer (default: the shipped model).
 
-    With ``temporal`` (a model name/folder, or True for the shipped temporal head) the clip-level
+    With ``temporal`` (a model name/folder, True for the shipped temporal head, or what
+    :func:`~mmfer.video.artifact.load_video_model` returned, to load it once) the clip-level
     temporal prediction is added: the head reads the main track in windows of its ``max_frames``
     and the windows' probabilities are averaged. Frames are classified as they are decoded; only
     boxes, 7 probabilities and (with the temporal head) a float16 embedding per face are kept.
@@ -162,13 +199,15 @@ def video_timeline(path: str | Path, recognizer: Any = None, sample_fps: float |
     if temporal:
         from mmfer.video.artifact import check_face_model, load_video_model
 
-        head, card, vcfg = load_video_model(None if temporal is True else temporal)
+        loaded = temporal if isinstance(temporal, tuple) else load_video_model(None if temporal is True else temporal)
+        head, card, vcfg = loaded
         wanted = vcfg.data.face_model or "face_lite0"
         if not vcfg.model.finetune:
             check_face_model(card, wanted, recognizer.card)
     finetuned = head is not None and vcfg.model.finetune  # its own CNN reads the crops
-    reader, times, per_frame = scan_faces(path, recognizer, sample_fps, max_side,
-                                          embed=head is not None and not finetuned, keep_crops=finetuned)
+    scan = scan_faces(path, recognizer, sample_fps, max_side, embed=head is not None and not finetuned,
+                      keep_crops=finetuned, key_frames=key_frames)
+    reader, times, per_frame = scan.reader, scan.times, scan.per_frame
     tracks = link_tracks(per_frame)
     main = main_track(tracks)
     probs = np.full((len(times), len(EMOTIONS)), np.nan, np.float32)
@@ -185,7 +224,8 @@ def video_timeline(path: str | Path, recognizer: Any = None, sample_fps: float |
     elif main.length < len(times):
         notes.append(f"main face found in {main.length} of {len(times)} sampled frames")
     tl = VideoTimeline(reader.info, sample_fps, np.asarray(times, np.float64), probs, smoothed, tracks,
-                       None if main is None else main.id, [len(f) for f in per_frame], notes)
+                       None if main is None else main.id, [len(f) for f in per_frame], notes,
+                       key_frames=scan.key_frames)
     if head is not None and main is not None:
         span = vcfg.data.max_frames
         emb = (np.zeros((len(times), CROP_SIZE, CROP_SIZE), np.uint8) if finetuned
