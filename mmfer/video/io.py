@@ -23,6 +23,10 @@ class VideoLoadError(ValueError):
     """A video that cannot be used; the message starts with its name and says why."""
 
 
+class NoVideoTrack(VideoLoadError):
+    """A readable container with no video stream (an audio-only .m4a/.mp4, say)."""
+
+
 @dataclasses.dataclass
 class VideoInfo:
     path: str
@@ -75,7 +79,7 @@ class VideoReader:
         with _open(self.path) as c:
             if not c.streams.video:
                 kinds = sorted({s.type for s in c.streams}) or ["no streams"]
-                raise _fail(self.path, f"has no video track (it holds {', '.join(kinds)})")
+                raise NoVideoTrack(f"{self.path}: has no video track (it holds {', '.join(kinds)})")
             s = c.streams.video[0]
             fps = float(s.average_rate) if s.average_rate else None
             duration = float(s.duration * s.time_base) if s.duration and s.time_base else (
