@@ -217,9 +217,10 @@ class EmotionPipeline:
 
     def status(self) -> dict[str, dict[str, Any]]:
         """Load every branch now and say which are available (and why not)."""
-        out = {m: dataclasses.asdict(self._branch(m)) for m in MODALITIES}
-        for v in out.values():
-            v.pop("obj")
+        out = {}
+        for m in MODALITIES:
+            b = self._branch(m)
+            out[m] = {"name": m, "model": b.model, "available": b.available, "reason": b.reason}
         out["fusion"] = {"name": self.fusion.name, "available": True, "model": self.fusion_source, "reason": None}
         return out
 

@@ -65,8 +65,10 @@ def voice(f0: float, seconds: float, sr: int = 16_000, harmonics: int = 6, vibra
 EXAMPLE_PHOTO = REPO / "mmfer" / "examples" / "astronaut.jpg"
 
 
-def write_video(path: Path, frames: list[np.ndarray], fps: int = 10, pts_ms: list[int] | None = None) -> None:
-    """BGR frames -> MPEG-4 video; ``pts_ms`` gives each frame's own timestamp (variable frame rate)."""
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 10, pts_ms: list[int] | None = None,
+                audio: np.ndarray | None = None, audio_sr: int = 44100) -> None:
+    """BGR frames -> MPEG-4 video; ``pts_ms`` gives each frame's own timestamp (variable frame rate);
+    ``audio`` (mono float) adds an AAC track."""
     from fractions import Fraction
 
     import av
@@ -75,6 +77,10 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 10, pts_ms: lis
     with av.open(str(path), "w") as c:
         s = c.add_stream("mpeg4", rate=fps)
         s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        a = None
+        if audio is not None:  # every stream must exist before the first packet is muxed
+            a = c.add_stream("aac", rate=audio_sr)
+            a.layout = "mono"
         if pts_ms is not None:
             s.codec_context.time_base = Fraction(1, 1000)
         for i, img in enumerate(frames):
@@ -85,6 +91,16 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 10, pts_ms: lis
                 c.mux(p)
         for p in s.encode():
             c.mux(p)
+        if a is not None:
+            x = np.asarray(audio, np.float32)
+            for i in range(0, len(x), 1024):
+                fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(x[None, i : i + 1024]), format="fltp",
+                                                layout="mono")
+                fr.sample_rate = audio_sr
+                for p in a.encode(fr):
+                    c.mux(p)
+            for p in a.encode():
+                c.mux(p)
 
 
 def set_display_rotation(path: Path, clockwise: int) -> None:
@@ -118,3 +134,36 @@ def face_frames(n: int, blank: set[int] = frozenset(), two: bool = False) -> lis
                 img[140:340, 420:620] = small
         out.append(img)
     return out
+
+
+TINY_CLIP = "mmfer-tiny-clip"
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a ClipSceneEncoder
+    """The real open_clip code path on a tiny randomly initialised config (no downloads)."""
+    import json
+
+    import open_clip
+    import torch
+
+    from mmfer.scene.clip_encoder import ClipSceneEncoder
+
+    cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8,
+                                           "head_width": 32},
+           "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+    path = tmp_path_factory.mktemp("clipcfg") / f"{TINY_CLIP}.json"
+    path.write_text(json.dumps(cfg))
+    open_clip.add_model_config(path)
+    torch.manual_seed(0)
+    return ClipSceneEncoder(TINY_CLIP, pretrained=None, device="cpu", allow_random=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_checkpoint(tiny_clip, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: ANN001
+    """The tiny CLIP's weights as a local checkpoint file, the way a user passes downloaded weights."""
+    from safetensors.torch import save_file
+
+    path = tmp_path_factory.mktemp("clipckpt") / "tiny_clip.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_clip.model.state_dict().items()}, str(path))
+    return path

@@ -11,28 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import TINY_CLIP as TINY
 from mmfer.data.context import load_caer_s, load_emotic, multi_hot
 from mmfer.data.fer2013 import DatasetError
 from mmfer.emotions import EMOTIONS
 from mmfer.scene.clip_encoder import ClipSceneEncoder, SceneEncoderUnavailable, mask_faces
 from mmfer.scene.probe import ProbeError, fit_probe, load_probe, save_probe
 from mmfer.scene.zero_shot import DEFAULT_PROMPTS, ZeroShotSceneClassifier, load_prompts
-
-TINY = "mmfer-tiny-clip"
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> ClipSceneEncoder:
-    import open_clip
-
-    cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8,
-                                           "head_width": 32},
-           "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
-    path = tmp_path_factory.mktemp("clipcfg") / f"{TINY}.json"
-    path.write_text(json.dumps(cfg))
-    open_clip.add_model_config(path)
-    torch.manual_seed(0)
-    return ClipSceneEncoder(TINY, pretrained=None, device="cpu", allow_random=True)
 
 
 def _scene(colour: tuple[int, int, int], seed: int, size: int = 64) -> np.ndarray:
