@@ -60,6 +60,8 @@ def main() -> None:
     dest = WEIGHTS_DIR / cfg.name
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy2(model_dir / "model.safetensors", dest / "model.safetensors")
+    # The CV's out-of-fold predictions travel with the model: the fusion calibrates on them.
+    shutil.copy2(report_dir / "oof_predictions.npz", dest / "oof_predictions.npz")
     card = json.loads((model_dir / "card.json").read_text())
     card["config"]["data"]["root"] = None  # a path on the training machine means nothing to users
     (dest / "card.json").write_text(json.dumps(card, indent=2) + "\n")

@@ -44,6 +44,8 @@ def main() -> None:
     dest = WEIGHTS_DIR / cfg.name
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy2(model_dir / "model.safetensors", dest / "model.safetensors")
+    # The CV's out-of-fold predictions travel with the model: the fusion calibrates on them.
+    shutil.copy2(REPO / "reports" / "video" / cfg.name / "oof_predictions.npz", dest / "oof_predictions.npz")
     card = json.loads((model_dir / "card.json").read_text())
     card["config"]["data"].update({"root": None, "yunet_model": None, "detector": "auto"})  # machine-specific
     (dest / "card.json").write_text(json.dumps(card, indent=2) + "\n")

@@ -23,6 +23,33 @@ def _add_clip_options(p: argparse.ArgumentParser) -> None:
                    "(default: $MMFER_CLIP_PRETRAINED, else laion2b_s34b_b79k)")
 
 
+def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--face-model", default=None, help="face model: shipped name or folder (default: face_lite0)")
+    p.add_argument("--audio-model", default=None, help="audio model (default: audio_crnn)")
+    p.add_argument("--temporal-model", default=None, help="temporal head (default: video_bigru_ckplus)")
+    p.add_argument("--no-temporal", action="store_true", help="skip the temporal head")
+    p.add_argument("--no-scene", action="store_true", help="skip the scene (CLIP) branch")
+    _add_clip_options(p)
+    p.add_argument("--scene-probe", help="a trained scene probe folder instead of zero-shot prompts")
+    p.add_argument("--clip-download", action="store_true", help="let open_clip download CLIP weights (~600 MB)")
+    p.add_argument("--fusion", help="fusion card (default: the shipped mmfer/weights/fusion/fusion.json)")
+    p.add_argument("--detector", default="auto", choices=["auto", "yunet", "haar"])
+    p.add_argument("--yunet-model", help="YuNet ONNX file (default: $MMFER_YUNET_MODEL, cache, download)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--fps", type=float, default=10.0, help="video frames sampled per second")
+
+
+def _pipeline(args: argparse.Namespace, **extra: object):  # noqa: ANN202 - EmotionPipeline
+    from mmfer.pipeline import EmotionPipeline
+
+    return EmotionPipeline(face_model=args.face_model, audio_model=args.audio_model,
+                           temporal_model=args.temporal_model, temporal=not args.no_temporal, scene=not args.no_scene,
+                           clip_model=args.clip_model, clip_pretrained=args.clip_pretrained,
+                           scene_probe=args.scene_probe, clip_download=args.clip_download, fusion=args.fusion,
+                           device=args.device, detector=args.detector, yunet_model=args.yunet_model,
+                           sample_fps=args.fps, **extra)
+
+
 def _add_data_root(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="dataset root (default: $MMFER_DATA_ROOT, then ./data)")
 
@@ -92,6 +119,35 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--yunet-model", help="YuNet ONNX file (default: $MMFER_YUNET_MODEL, cache, download)")
     sc.add_argument("--json", action="store_true", help="one JSON document on stdout")
     sc.add_argument("--device", default="auto")
+
+    an = sub.add_parser("analyze", help="all branches that apply to each photo, audio clip or video, fused, with "
+                                        "each modality's contribution")
+    an.add_argument("paths", nargs="+", help="image, audio or video files and/or folders")
+    _add_pipeline_options(an)
+    an.add_argument("--json", action="store_true", help="one JSON document on stdout")
+
+    ab = sub.add_parser("ablate", help="face-only vs fused and every modality combination on the labelled sets")
+    ab.add_argument("--sets", default=",".join(("fer2013", "ckplus", "ravdess")),
+                    help="comma-separated: fer2013 (face+scene), ckplus (face+temporal), ravdess (audio)")
+    ab.add_argument("--limit", type=int, help="fer2013: first N PrivateTest faces only (quick checks)")
+    ab.add_argument("--out", default="reports/ablation", help="report folder")
+    _add_pipeline_options(ab)
+    _add_data_root(ab)
+
+    ca = sub.add_parser("calibrate", help="fit the fusion card (temperatures, priors) on each branch's held-out "
+                                          "predictions")
+    ca.add_argument("--out", default=None, help="fusion card to write (default: the shipped one)")
+    ca.add_argument("--face-model", default=None)
+    ca.add_argument("--audio-model", default="audio_crnn")
+    ca.add_argument("--temporal-model", default="video_bigru_ckplus")
+    _add_data_root(ca)
+
+    de = sub.add_parser("demo", help="the Gradio demo (photos, videos, audio, webcam) on 127.0.0.1")
+    de.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it to your network)")
+    de.add_argument("--port", type=int, default=7860)
+    de.add_argument("--max-upload-mb", type=float, default=50.0)
+    de.add_argument("--max-video-s", type=float, default=60.0, help="longest video accepted")
+    _add_pipeline_options(de)
 
     sub.add_parser("models", help="list the shipped models and their metrics")
     return parser
@@ -421,6 +477,106 @@ def cmd_scene(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from mmfer.audio.io import AudioLoadError
+    from mmfer.io.images import ImageLoadError
+    from mmfer.video.io import VideoLoadError
+
+    pipe = _pipeline(args)
+    inputs = _expand_inputs(args.paths)
+    results, failed = [], 0
+    for path, _kind in inputs:
+        try:
+            a = pipe.analyze(path)
+        except (ImageLoadError, AudioLoadError, VideoLoadError) as exc:
+            failed += 1
+            _err(str(exc))
+            results.append({"file": str(path), "error": str(exc)})
+            continue
+        results.append(a.to_dict())
+        if not args.json:
+            _print_analysis(a)
+    if not results:
+        _err("no image, audio or video files found in " + ", ".join(args.paths))
+        return EXIT_SOME_FAILED
+    if args.json:
+        print(json.dumps({"branches": pipe.status(), "results": results}, indent=2))
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _print_analysis(a) -> None:  # noqa: ANN001 (Analysis, imported lazily)
+    d = a.to_dict()
+    if a.fused is None:
+        print(f"{a.source}  {a.kind}: no prediction ({'; '.join(f'{m}: {w}' for m, w in a.skipped.items())})")
+        return
+    f = d["fused"]
+    print(f"{a.source}  {a.kind} -> {f['emotion']} ({f['probabilities'][f['emotion']]:.2f})  fused from "
+          + ", ".join(f"{m} {d['branches'][m]['emotion']}" for m in f["modalities"]))
+    pushes = ", ".join(f"{m} {v:+.2f}" for m, v in f["push_to_winner"].items())
+    print(f"    push towards {f['emotion']} (log-odds vs the average class): {pushes}")
+    if a.kind == "image" and len(a.faces) > 1:
+        for face in a.faces:
+            print(f"    face {face['index'] + 1}: box {face['box']} -> face {face['emotion']}, "
+                  f"fused {face['fused']['emotion']}")
+    for m, why in a.skipped.items():
+        print(f"    {m}: skipped ({why})")
+    for note in a.notes:
+        print(f"    note: {note}")
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from mmfer.config import ConfigError
+    from mmfer.evaluation.ablation import SETS, ablate, ckplus_set, fer2013_set, ravdess_set, write_ablation
+
+    names = [s.strip() for s in args.sets.split(",") if s.strip()]
+    unknown = sorted(set(names) - set(SETS))
+    if unknown or not names:
+        raise ConfigError(f"unknown --sets {unknown or names}; choose from {', '.join(SETS)}")
+    pipe = _pipeline(args)
+    sets = []
+    for name in names:
+        if name == "fer2013":
+            sets.append(fer2013_set(args.face_model, args.data_root, args.limit, None if args.no_scene else pipe))
+        elif name == "ckplus":
+            sets.append(ckplus_set(args.temporal_model or "video_bigru_ckplus", args.face_model))
+        else:
+            sets.append(ravdess_set(args.audio_model or "audio_crnn"))
+    result = ablate(pipe.fusion, sets)
+    paths = write_ablation(result, args.out)
+    for s in result["sets"]:
+        rows = [r for r in result["rows"] if r["set"] == s["name"]]
+        print(f"{s['name']}: " + "  ".join(f"{r['modalities']} {100 * r['accuracy']:.1f}%" for r in rows))
+    for name, path in paths.items():
+        print(f"  {name}: {path}")
+    return EXIT_OK
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from mmfer.fusion.build import build_fusion
+    from mmfer.pipeline import DEFAULT_FUSION
+
+    fusion = build_fusion(args.face_model, args.data_root, args.audio_model, args.temporal_model)
+    path = fusion.save(args.out or DEFAULT_FUSION)
+    for m, c in fusion.modalities.items():
+        cal = c.calibration or {}
+        if "temperature" in cal:
+            print(f"{m:8s} T={c.temperature:.3f} weight={c.weight:g}  ECE {cal['ece_before']:.4f} -> "
+                  f"{cal['ece_after']:.4f} on {cal['source']}; held out {cal.get('held_out_ece_before', 0):.4f} -> "
+                  f"{cal.get('held_out_ece_after', 0):.4f}")
+        else:
+            print(f"{m:8s} T={c.temperature:.3f} weight={c.weight:g}  ({cal.get('source', 'uncalibrated')})")
+    print(f"fusion card written to {path}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mmfer.demo.app import launch
+
+    launch(_pipeline(args, max_video_s=args.max_video_s), host=args.host, port=args.port,
+           max_upload_mb=args.max_upload_mb)
+    return EXIT_OK
+
+
 def cmd_models(_: argparse.Namespace) -> int:
     from mmfer.paths import WEIGHTS_DIR
 
@@ -446,14 +602,16 @@ def main(argv: list[str] | None = None) -> int:
     from mmfer.config import ConfigError
     from mmfer.data.fer2013 import DatasetError
     from mmfer.face.artifact import ModelLoadError
+    from mmfer.fusion.late_fusion import FusionError
     from mmfer.scene.clip_encoder import SceneEncoderUnavailable
     from mmfer.scene.probe import ProbeError
 
     handlers = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "models": cmd_models,
-                "timeline": cmd_timeline, "scene": cmd_scene}
+                "timeline": cmd_timeline, "scene": cmd_scene, "analyze": cmd_analyze, "ablate": cmd_ablate,
+                "calibrate": cmd_calibrate, "demo": cmd_demo}
     try:
         return handlers[args.command](args)
-    except (ConfigError, DatasetError, ModelLoadError, SceneEncoderUnavailable, ProbeError) as exc:
+    except (ConfigError, DatasetError, ModelLoadError, SceneEncoderUnavailable, ProbeError, FusionError) as exc:
         _err(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:

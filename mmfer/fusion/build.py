@@ -1,0 +1,114 @@
+"""Build the fusion card from each branch's own held-out predictions (no paired multimodal data):
+
+- face: the face model on FER-2013 PublicTest (the split it was selected on, never PrivateTest);
+- audio: the audio model's actor-disjoint out-of-fold predictions (its CV report);
+- temporal: the temporal head's leave-one-subject-out predictions (its CV report);
+- scene: zero-shot CLIP has no validation data here: temperature 1 and a lower weight.
+
+Each branch also gets its training class prior and the classes it knows. Held-out ECE is
+measured by refitting the temperature without each fold (face: fitted on PublicTest, measured on
+PrivateTest), so the "after" numbers are not scored on the data that fitted them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmfer.emotions import EMOTIONS, EXTRA_CLASSES, fold_to_canonical
+from mmfer.evaluation.metrics import expected_calibration_error
+from mmfer.fusion.calibration import apply_temperature, calibrate, fit_temperature, nll
+from mmfer.fusion.late_fusion import FusionError, LateFusion, ModalityCal, class_prior
+
+SCENE_ZERO_SHOT_WEIGHT = 0.5  # uncalibrated, and context is weaker evidence than a face
+
+
+def fold_audio(probs: np.ndarray, classes: list[str]) -> np.ndarray:
+    """(N, K) over the audio model's classes -> (N, 7) canonical (calm into neutral)."""
+    out = np.zeros((len(probs), len(EMOTIONS)))
+    for i, row in enumerate(probs):
+        folded = fold_to_canonical(dict(zip(classes, map(float, row), strict=True)))
+        out[i] = [folded.get(e, 0.0) for e in EMOTIONS]
+    return out
+
+
+def cross_fitted(probs: np.ndarray, y: np.ndarray, fold: np.ndarray) -> dict[str, Any]:
+    """ECE/NLL of each fold's predictions under a temperature fitted on the other folds."""
+    after = np.zeros_like(probs, dtype=np.float64)
+    for f in np.unique(fold):
+        rest = fold != f
+        after[~rest] = apply_temperature(probs[~rest], fit_temperature(probs[rest], y[rest]))
+    return {"held_out_ece_before": round(expected_calibration_error(y, probs), 4),
+            "held_out_ece_after": round(expected_calibration_error(y, after), 4),
+            "held_out_nll_before": round(nll(probs, y), 4), "held_out_nll_after": round(nll(after, y), 4)}
+
+
+def _oof(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise FusionError(f"{path}: no out-of-fold predictions (run the branch's cross-validation report first)")
+    with np.load(path, allow_pickle=False) as z:
+        return dict(z)
+
+
+def face_calibration(model: str | None, data_root: str | None, device: str = "cpu") -> ModalityCal:
+    from mmfer.data.fer2013 import load_fer2013
+    from mmfer.evaluation.face_eval import predict_probs
+    from mmfer.face.artifact import load_face_model
+
+    net, card = load_face_model(model, device=device)
+    tta = bool(card.get("config", {}).get("tta_flip", False))
+    train = load_fer2013("Training", data_root)
+    val, test = load_fer2013("PublicTest", data_root), load_fer2013("PrivateTest", data_root)
+    p_val = predict_probs(net, val.images, tta_flip=tta, device=device)
+    p_test = predict_probs(net, test.images, tta_flip=tta, device=device)
+    cal = calibrate(p_val, val.labels, "FER-2013 PublicTest").to_dict()
+    cal["held_out_ece_before"] = round(expected_calibration_error(test.labels, p_test), 4)
+    cal["held_out_ece_after"] = round(expected_calibration_error(
+        test.labels, apply_temperature(p_test, cal["temperature"])), 4)
+    cal["held_out"] = "FER-2013 PrivateTest"
+    return ModalityCal(temperature=cal["temperature"], prior=class_prior(np.bincount(train.labels, minlength=7)),
+                       calibration=cal, model=card["name"])
+
+
+def audio_calibration(oof_path: Path, model: str) -> ModalityCal:
+    z = _oof(oof_path)
+    classes = [str(c) for c in z["classes"]]
+    probs = fold_audio(z["probs"], classes)
+    y = np.array([EMOTIONS.index(EXTRA_CLASSES.get(classes[i], classes[i])) for i in z["y"]])
+    cal = calibrate(probs, y, f"{oof_path} (actor-disjoint out-of-fold)").to_dict()
+    cal.update(cross_fitted(probs, y, z["fold"]))
+    return ModalityCal(temperature=cal["temperature"], prior=class_prior(np.bincount(y, minlength=7)),
+                       calibration=cal, model=model)
+
+
+def temporal_calibration(oof_path: Path, model: str) -> ModalityCal:
+    z = _oof(oof_path)
+    probs, y = z["probs"].astype(np.float64), z["y"]
+    counts = np.bincount(y, minlength=7)
+    known = [bool(c > 0) for c in counts]
+    cal = calibrate(probs, y, f"{oof_path} (leave-one-subject-out)").to_dict()
+    cal.update(cross_fitted(probs, y, z["fold"]))
+    return ModalityCal(temperature=cal["temperature"], prior=class_prior(counts), known=known, calibration=cal,
+                       model=model)
+
+
+def oof_path(model: str, given: str | Path | None = None) -> Path:
+    """A branch's out-of-fold predictions: ``given``, else the copy shipped in its model folder."""
+    from mmfer.face.artifact import resolve_model_dir
+
+    return Path(given) if given else resolve_model_dir(model) / "oof_predictions.npz"
+
+
+def build_fusion(face_model: str | None = None, data_root: str | None = None, audio_model: str = "audio_crnn",
+                 temporal_model: str = "video_bigru_ckplus", audio_oof: str | Path | None = None,
+                 temporal_oof: str | Path | None = None) -> LateFusion:
+    return LateFusion({
+        "face": face_calibration(face_model, data_root),
+        "temporal": temporal_calibration(oof_path(temporal_model, temporal_oof), temporal_model),
+        "audio": audio_calibration(oof_path(audio_model, audio_oof), audio_model),
+        "scene": ModalityCal(weight=SCENE_ZERO_SHOT_WEIGHT, calibration={
+            "source": "none: no CLIP weights or context validation data where this card was built; "
+                      "zero-shot scores enter at half weight"}, model="CLIP zero-shot"),
+    }, name="fusion")
