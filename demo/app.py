@@ -1,0 +1,8 @@
+"""Run the mmfer demo from a checkout: ``python demo/app.py [--port 7860] [...]`` (same options as ``mmfer demo``)."""
+
+import sys
+
+from mmfer.cli.main import main
+
+if __name__ == "__main__":
+    sys.exit(main(["demo", *sys.argv[1:]]))

@@ -1,0 +1,1 @@
+"""The Gradio demo (``mmfer demo``): photos, videos, audio and webcam through the fusion pipeline."""
