@@ -58,6 +58,12 @@ def test_handlers_on_good_and_bad_uploads(pipeline, tmp_path: Path) -> None:  # 
     assert out[0] is None and "holiday.jpg" in out[4]
     out = h.audio(str(EXAMPLE_PHOTO))  # a photo in the audio tab
     assert out[0] is None and "astronaut.jpg" in out[2]
+    import cv2
+
+    frame = cv2.cvtColor(cv2.imread(str(EXAMPLE_PHOTO)), cv2.COLOR_BGR2RGB)  # what the webcam stream sends
+    shown, live = h.webcam(frame)
+    assert shown.shape == frame.shape and max(live, key=live.get) == doc["faces"][0]["emotion"]
+    assert h.webcam(None) == (None, None)
     label, fig, msg, doc = h.audio(str(EXAMPLES / "voice.wav"))
     assert set(label) == {*doc["audio"]["probabilities"]} and fig is not None and "audio" in doc["branches"]
 
