@@ -81,7 +81,8 @@ def test_calibrate_builds_a_usable_fusion_card(tmp_path: Path, capsys: pytest.Ca
     assert abs(sum(face.prior) - 1) < 1e-3 and face.prior[EMOTIONS.index("happy")] > 0.2  # FER-2013's skew
     for m in ("face", "audio", "temporal"):
         cal = fusion.modalities[m].calibration
-        assert cal["ece_after"] <= cal["ece_before"] + 1e-9  # fitted by NLL on these predictions
+        assert cal["nll_after"] <= cal["nll_before"] + 1e-9  # the temperature minimises NLL on these predictions
+        assert {"held_out_ece_before", "held_out_ece_after"} <= set(cal)
     assert "fusion card written" in capsys.readouterr().out
 
 

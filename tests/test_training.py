@@ -122,3 +122,28 @@ def test_unknown_config_key_is_rejected_by_the_cli(tmp_path: Path, capsys: pytes
 def test_wrong_type_in_override_is_rejected(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert cli(["train", "face", "--config", str(SMOKE), "--set", "trainer.batch_size=big"]) == 2
     assert "trainer.batch_size" in capsys.readouterr().err
+
+
+def test_a_second_stage_starts_from_a_trained_model(tmp_path: Path) -> None:
+    import torch
+
+    from mmfer.config import ModelCfg
+    from mmfer.face.artifact import ModelLoadError, save_face_model
+    from mmfer.face.models import create_model
+    from mmfer.training.face_module import FaceClassifier
+
+    first = FaceTrainCfg(name="stage1", model=ModelCfg(arch="tiny", pretrained=False))
+    first.data.image_size = 48
+    torch.manual_seed(3)
+    net = create_model(first.model, 48)
+    save_face_model(net, first, tmp_path / "stage1", {"PublicTest": {"accuracy": 0.5}}, "hash1")
+    stage1 = str(tmp_path / "stage1")
+    second = FaceTrainCfg(name="stage2", model=ModelCfg(arch="tiny", pretrained=False, init_from=stage1))
+    second.data.image_size = 48
+    system = FaceClassifier(second)
+    for k, v in net.state_dict().items():
+        assert torch.equal(system.model.state_dict()[k], v), k
+    assert system.init_card["name"] == "stage1" and system.init_card["data_hash"] == "hash1"
+    second.data.image_size = 64  # a different input size is a different model: refused, with the reason
+    with pytest.raises(ModelLoadError, match="image_size"):
+        FaceClassifier(second)

@@ -77,7 +77,7 @@ def audio_calibration(oof_path: Path, model: str) -> ModalityCal:
     classes = [str(c) for c in z["classes"]]
     probs = fold_audio(z["probs"], classes)
     y = np.array([EMOTIONS.index(EXTRA_CLASSES.get(classes[i], classes[i])) for i in z["y"]])
-    cal = calibrate(probs, y, f"{oof_path} (actor-disjoint out-of-fold)").to_dict()
+    cal = calibrate(probs, y, f"{model} out-of-fold predictions (actor-disjoint CV)").to_dict()
     cal.update(cross_fitted(probs, y, z["fold"]))
     return ModalityCal(temperature=cal["temperature"], prior=class_prior(np.bincount(y, minlength=7)),
                        calibration=cal, model=model)
@@ -88,7 +88,7 @@ def temporal_calibration(oof_path: Path, model: str) -> ModalityCal:
     probs, y = z["probs"].astype(np.float64), z["y"]
     counts = np.bincount(y, minlength=7)
     known = [bool(c > 0) for c in counts]
-    cal = calibrate(probs, y, f"{oof_path} (leave-one-subject-out)").to_dict()
+    cal = calibrate(probs, y, f"{model} out-of-fold predictions (leave-one-subject-out CV)").to_dict()
     cal.update(cross_fitted(probs, y, z["fold"]))
     return ModalityCal(temperature=cal["temperature"], prior=class_prior(counts), known=known, calibration=cal,
                        model=model)
