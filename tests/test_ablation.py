@@ -9,15 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import EXAMPLE_PHOTO, SHARED_DATA
+from conftest import EXAMPLE_PHOTO, FER_CSV, SHARED_DATA, needs_fer
 from mmfer.cli.main import main
 from mmfer.emotions import EMOTIONS
 from mmfer.evaluation.ablation import LabelledSet, ckplus_set, fuse_held_out, ravdess_set
 from mmfer.fusion.calibration import fit_temperature
 from mmfer.fusion.late_fusion import LateFusion, ModalityCal
-
-FER_CSV = SHARED_DATA / "fer2013" / "fer2013.csv"
-needs_fer = pytest.mark.skipif(not FER_CSV.is_file(), reason=f"FER-2013 not found at {FER_CSV}")
 
 
 def test_held_out_temperatures_never_see_the_scored_fold() -> None:

@@ -57,7 +57,7 @@ def write_cv_report(cv: dict[str, Any], out_dir: str | Path, cfg: AudioTrainCfg,
                          summary_title="All folds' predictions pooled")
     if cv.get("probs") is not None:  # what the fusion calibrates the audio branch on
         paths["oof_predictions"] = write_oof(out_dir, classes=np.array(audio_classes(cfg.model.num_classes)),
-                                             y=cv["y"], probs=cv["probs"], fold=cv["test_folds"])
+                                             y=cv["y"], probs=cv["probs"], fold=cv["fold"])
     return paths
 
 

@@ -133,7 +133,7 @@ def cross_validate(cfg: AudioTrainCfg, out_dir: str | Path, resume: bool = True,
         raise DatasetError("cross-validation needs speaker identities (RAVDESS actors); folder data has none")
     classes = audio_classes(cfg.model.num_classes)
     test_folds = actor_folds(np.unique(corpus.speakers), k, cfg.data.fold_seed)
-    fold_reports, all_y, all_p, fold_rows = [], [], [], []
+    fold_reports, all_y, all_p, fold_rows, fold_of = [], [], [], [], []
     for i, test_actors in enumerate(test_folds):
         if only_folds is not None and i not in only_folds:
             continue
@@ -155,13 +155,15 @@ def cross_validate(cfg: AudioTrainCfg, out_dir: str | Path, resume: bool = True,
         fold_reports.append(rep)
         all_y.append(y)
         all_p.append(probs)
+        fold_of.append(np.full(len(y), i))
         fold_rows.append({"fold": i, "test_actors": test_actors, "n": int(len(y)), "accuracy": rep["accuracy"],
                           "macro_f1": rep["macro_f1"], "uar": rep.get("balanced_accuracy")})
         log.info("fold %d (actors %s): accuracy %.4f macro-F1 %.4f", i, test_actors, rep["accuracy"], rep["macro_f1"])
     y_all, p_all = np.concatenate(all_y), np.concatenate(all_p)
     pooled = classification_report(y_all, p_all, classes)
     return {"folds": fold_rows, "aggregate": aggregate_folds(fold_reports), "pooled": pooled, "y": y_all,
-            "probs": p_all, "test_folds": test_folds, "n_clips": len(corpus.files), "data_hash": corpus.data_hash,
+            "probs": p_all, "fold": np.concatenate(fold_of), "test_folds": test_folds, "n_clips": len(corpus.files),
+            "data_hash": corpus.data_hash,
             "config": to_dict(cfg)}
 
 
