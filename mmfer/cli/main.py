@@ -536,7 +536,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     sets = []
     for name in names:
         if name == "fer2013":
-            sets.append(fer2013_set(args.face_model, args.data_root, args.limit, None if args.no_scene else pipe))
+            sets.append(fer2013_set(args.face_model, args.data_root, args.limit, pipe))
         elif name == "ckplus":
             sets.append(ckplus_set(args.temporal_model or "video_bigru_ckplus", args.face_model))
         else:
