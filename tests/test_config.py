@@ -52,3 +52,16 @@ def test_unknown_arch_and_missing_file(tmp_path):
         create_model(cfg.model, 48)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+ALL_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: p.name)
+def test_every_recipe_validates_against_its_schema(path):
+    from mmfer.config import AudioTrainCfg, SceneTrainCfg, VideoTrainCfg
+
+    cls = {"face": FaceTrainCfg, "audio": AudioTrainCfg, "video": VideoTrainCfg, "scene": SceneTrainCfg}[
+        path.name.split("_")[0]]
+    cfg = load_config(path, cls)
+    assert isinstance(cfg, cls) and to_dict(cfg)["name"]
