@@ -171,45 +171,19 @@ class EmotionPipeline:
         return loaded, card["name"]
 
     def _load_scene(self) -> tuple[Any, str]:
-        from mmfer.scene.clip_encoder import ClipSceneEncoder, SceneEncoderUnavailable, default_clip_spec
+        from mmfer.scene.classifier import load_scene_classifier
+        from mmfer.scene.clip_encoder import SceneEncoderUnavailable
+        from mmfer.scene.probe import ProbeError
 
         o = self.opts
         if not o["scene"]:
             raise _Unavailable("switched off")
-        model, pretrained = default_clip_spec()
-        probe = card = None
-        if o["scene_probe"]:
-            from mmfer.scene.probe import ProbeError, load_probe
-
-            try:
-                probe, card = load_probe(o["scene_probe"])
-            except ProbeError as exc:
-                raise _Unavailable(str(exc)) from None
-            model, pretrained = card["clip"]["model"], card["clip"]["pretrained"]
-        model, pretrained = o["clip_model"] or model, o["clip_pretrained"] or pretrained
         try:
-            enc = ClipSceneEncoder(model, pretrained, device=o["device"], local_only=not o["clip_download"])
-        except SceneEncoderUnavailable as exc:
-            local = pretrained and Path(pretrained).expanduser().exists() or model.startswith("local-dir:")
-            if local or o["clip_download"]:
-                raise _Unavailable(str(exc)) from None
-            raise _Unavailable(f"no CLIP weights for {model} / {pretrained} in the local cache and downloading is "
-                               "off: pass --clip-download (about 600 MB for ViT-B-32) or --clip-pretrained FILE"
-                               ) from None
-        if probe is not None:
-            import torch
-
-            def classify(emb: Any) -> np.ndarray:
-                with torch.no_grad():
-                    return probe(emb).softmax(-1).numpy()
-
-            name = f"{model}/{pretrained} + probe {Path(o['scene_probe']).name}"
-        else:
-            from mmfer.scene.zero_shot import ZeroShotSceneClassifier
-
-            classify = ZeroShotSceneClassifier(enc).scores
-            name = f"{model}/{pretrained} zero-shot"
-        return (enc, classify), name
+            sc = load_scene_classifier(o["clip_model"], o["clip_pretrained"], o["scene_probe"], device=o["device"],
+                                       local_only=not o["clip_download"])
+        except (SceneEncoderUnavailable, ProbeError) as exc:
+            raise _Unavailable(str(exc)) from None
+        return (sc.encoder, sc.scores), sc.name
 
     @property
     def face(self) -> Any:

@@ -425,20 +425,10 @@ def cmd_scene(args: argparse.Namespace) -> int:
     from mmfer.emotions import EMOTIONS
     from mmfer.face.detect import FaceDetector
     from mmfer.io.images import IMAGE_SUFFIXES, ImageLoadError, load_image
-    from mmfer.scene.clip_encoder import ClipSceneEncoder, default_clip_spec
-    from mmfer.scene.zero_shot import ZeroShotSceneClassifier
+    from mmfer.scene.classifier import load_scene_classifier
 
-    probe = card = None
-    model, pretrained = default_clip_spec()
-    model, pretrained = args.clip_model or model, args.clip_pretrained or pretrained
-    if args.probe:
-        from mmfer.scene.probe import load_probe
-
-        probe, card = load_probe(args.probe)
-        model = args.clip_model or card["clip"]["model"]
-        pretrained = args.clip_pretrained or card["clip"]["pretrained"]
-    encoder = ClipSceneEncoder(model, pretrained, device=args.device)
-    zero_shot = None if probe is not None else ZeroShotSceneClassifier(encoder, args.prompts)
+    sc = load_scene_classifier(args.clip_model, args.clip_pretrained, args.probe, args.prompts, args.device)
+    encoder, model, pretrained = sc.encoder, sc.model, sc.pretrained
     detector = None if args.whole_image else FaceDetector(args.detector, args.yunet_model)
     files = [f for item in args.paths for f in (sorted(q for q in Path(item).rglob("*")
              if q.suffix.lower() in IMAGE_SUFFIXES) if Path(item).is_dir() else [Path(item)])]
@@ -453,13 +443,7 @@ def cmd_scene(args: argparse.Namespace) -> int:
             continue
         boxes = [f.box for f in detector.detect(bgr)] if detector else []
         emb = encoder.embed_images([bgr[:, :, ::-1]], [boxes] if detector else None)
-        if probe is not None:
-            import torch
-
-            with torch.no_grad():
-                probs = probe(emb).softmax(-1)[0].numpy()
-        else:
-            probs = zero_shot.scores(emb)[0]
+        probs = sc.scores(emb)[0]
         ranked = sorted(zip(EMOTIONS, probs.tolist(), strict=True), key=lambda kv: -kv[1])
         results.append({"file": str(path), "emotion": ranked[0][0], "faces_masked": len(boxes),
                         "probabilities": {k: round(v, 4) for k, v in ranked}})
@@ -472,7 +456,7 @@ def cmd_scene(args: argparse.Namespace) -> int:
         return EXIT_SOME_FAILED
     if args.json:
         print(json.dumps({"clip_model": model, "pretrained": pretrained,
-                          "classifier": f"probe {args.probe}" if probe is not None else "zero-shot prompts",
+                          "classifier": f"probe {args.probe}" if args.probe else "zero-shot prompts",
                           "results": results}, indent=2))
     return EXIT_SOME_FAILED if failed else EXIT_OK
 

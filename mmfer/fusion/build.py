@@ -72,26 +72,28 @@ def face_calibration(model: str | None, data_root: str | None, device: str = "cp
                        calibration=cal, model=card["name"])
 
 
+def _oof_calibration(probs: np.ndarray, y: np.ndarray, fold: np.ndarray, source: str, model: str,
+                     known: list[bool] | None = None) -> ModalityCal:
+    """Temperature on a branch's out-of-fold predictions, with cross-fitted held-out ECE, and its prior."""
+    cal = calibrate(probs, y, source).to_dict()
+    cal.update(cross_fitted(probs, y, fold))
+    return ModalityCal(temperature=cal["temperature"], prior=class_prior(np.bincount(y, minlength=7)), known=known,
+                       calibration=cal, model=model)
+
+
 def audio_calibration(oof_path: Path, model: str) -> ModalityCal:
     z = _oof(oof_path)
     classes = [str(c) for c in z["classes"]]
-    probs = fold_audio(z["probs"], classes)
     y = np.array([EMOTIONS.index(EXTRA_CLASSES.get(classes[i], classes[i])) for i in z["y"]])
-    cal = calibrate(probs, y, f"{model} out-of-fold predictions (actor-disjoint CV)").to_dict()
-    cal.update(cross_fitted(probs, y, z["fold"]))
-    return ModalityCal(temperature=cal["temperature"], prior=class_prior(np.bincount(y, minlength=7)),
-                       calibration=cal, model=model)
+    return _oof_calibration(fold_audio(z["probs"], classes), y, z["fold"],
+                            f"{model} out-of-fold predictions (actor-disjoint CV)", model)
 
 
 def temporal_calibration(oof_path: Path, model: str) -> ModalityCal:
     z = _oof(oof_path)
-    probs, y = z["probs"].astype(np.float64), z["y"]
-    counts = np.bincount(y, minlength=7)
-    known = [bool(c > 0) for c in counts]
-    cal = calibrate(probs, y, f"{model} out-of-fold predictions (leave-one-subject-out CV)").to_dict()
-    cal.update(cross_fitted(probs, y, z["fold"]))
-    return ModalityCal(temperature=cal["temperature"], prior=class_prior(counts), known=known, calibration=cal,
-                       model=model)
+    known = [bool(c > 0) for c in np.bincount(z["y"], minlength=7)]
+    return _oof_calibration(z["probs"].astype(np.float64), z["y"], z["fold"],
+                            f"{model} out-of-fold predictions (leave-one-subject-out CV)", model, known)
 
 
 def oof_path(model: str, given: str | Path | None = None) -> Path:
