@@ -119,6 +119,12 @@ class AudioModelCfg:
     embed_dim: int = 128
     drop_rate: float = 0.3
     use_prosody: bool = True
+    # arch hf_encoder: a transformers speech encoder (wav2vec2 / HuBERT / WavLM), see mmfer.hf.audio
+    hf_model: str | None = None  # hub id or local save_pretrained directory
+    hf_revision: str | None = None
+    freeze_backbone: bool = True
+    pooling: str = "mean"  # mean | attention (over time, after the weighted layer sum)
+    trust_remote_code: bool = False
 
 
 @dataclasses.dataclass
@@ -136,6 +142,7 @@ class AudioDataCfg:
     snr_db: tuple[float, float] = (10.0, 30.0)
     gain_db: tuple[float, float] = (-6.0, 6.0)
     max_frames: int = 300  # random crop for training (time shift); evaluation sees whole clips
+    max_seconds: float = 6.0  # the same for waveform models (hf_encoder trained on input values)
 
 
 @dataclasses.dataclass

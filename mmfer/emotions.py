@@ -206,3 +206,27 @@ def audio_label(label: str, source: str) -> str:
             return label
         raise ValueError(f"{source} label {label!r} has no audio-branch class")
     return target
+
+
+#: Spellings of each mmfer class found in the ``id2label`` of published emotion checkpoints
+#: (FER/AffectNet image models, IEMOCAP/RAVDESS/TESS/CREMA-D speech models). Matching is on the
+#: lower-cased label with separators removed; anything else is reported as unmapped, never guessed.
+CHECKPOINT_LABELS: dict[str, tuple[str, ...]] = {
+    "angry": ("angry", "anger", "ang", "mad", "annoyed"),
+    "disgust": ("disgust", "disgusted", "dis", "disgusting"),
+    "fear": ("fear", "fearful", "fea", "scared", "afraid"),
+    "happy": ("happy", "happiness", "hap", "joy", "joyful", "happy/joy", "happiness/joy"),
+    "sad": ("sad", "sadness", "sorrow", "unhappy"),
+    "surprise": ("surprise", "surprised", "sur", "pleasant surprise", "ps", "surprised/astonished"),
+    "neutral": ("neutral", "neu", "neutrality", "none/neutral"),
+    "calm": ("calm",),
+    "contempt": ("contempt", "contemptuous"),
+}
+_CHECKPOINT_INDEX = {s.replace("_", " ").replace("-", " "): k for k, v in CHECKPOINT_LABELS.items() for s in v}
+
+
+def match_checkpoint_label(label: str) -> str | None:
+    """A checkpoint's class name -> an mmfer class (canonical, or calm/contempt), or None when it names
+    no emotion mmfer knows (e.g. ``LABEL_3``, ``frustrated``, ``excited``)."""
+    key = " ".join(str(label).strip().lower().replace("_", " ").replace("-", " ").split())
+    return _CHECKPOINT_INDEX.get(key)

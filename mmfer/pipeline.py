@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mmfer.emotions import EMOTIONS
+from mmfer.emotions import EMOTIONS, fold_to_canonical
 from mmfer.fusion.late_fusion import MODALITIES, FusionResult, LateFusion, ModalityCal
 from mmfer.paths import WEIGHTS_DIR
 
@@ -26,7 +26,8 @@ DEFAULT_FUSION = WEIGHTS_DIR / "fusion" / "fusion.json"
 
 
 def _vector(probs: dict[str, float]) -> np.ndarray:
-    return np.array([probs.get(e, 0.0) for e in EMOTIONS], np.float64)
+    folded = fold_to_canonical(probs)  # extra classes (calm, contempt) into their canonical emotion
+    return np.array([folded[e] for e in EMOTIONS], np.float64)
 
 
 def _named(v: np.ndarray) -> dict[str, float]:
@@ -105,11 +106,13 @@ class EmotionPipeline:
                  clip_model: str | None = None, clip_pretrained: str | None = None, scene_probe: str | None = None,
                  clip_download: bool = False, fusion: str | Path | None = None, device: str = "auto",
                  detector: str = "auto", yunet_model: str | None = None, sample_fps: float = 10.0,
-                 max_video_s: float | None = None, key_frames: int = 3):
+                 max_video_s: float | None = None, key_frames: int = 3, hf_offline: bool = False,
+                 trust_remote_code: bool = False):
         self.opts = dict(face_model=face_model, audio_model=audio_model, temporal_model=temporal_model,
                          temporal=temporal, scene=scene, clip_model=clip_model, clip_pretrained=clip_pretrained,
                          scene_probe=scene_probe, clip_download=clip_download, device=device, detector=detector,
-                         yunet_model=yunet_model)
+                         yunet_model=yunet_model, hf_offline=hf_offline, trust_remote_code=trust_remote_code)
+        self.fusion_notes: list[str] = []
         self.sample_fps, self.max_video_s, self.key_frames = sample_fps, max_video_s, key_frames
         self._branches: dict[str, Branch] = {}
         self.fusion, self.fusion_source = self._load_fusion(fusion)
@@ -137,22 +140,41 @@ class EmotionPipeline:
                 log.info("%s branch unavailable: %s", name, b.reason)
         return self._branches[name]
 
+    def _align_fusion(self, modality: str, rec: Any) -> None:
+        """A branch model the fusion card was not calibrated for enters uncalibrated (T=1, uniform prior,
+        only the classes it can predict), and the result says so."""
+        name = rec.card.get("name", modality)
+        cal = self.fusion.modalities.get(modality)
+        if cal is None or cal.model in (None, name):
+            return
+        labels = getattr(rec, "labels", None)  # transformers checkpoints: which emotions they can predict
+        known = None if labels is None or not labels.missing else [e not in labels.missing for e in EMOTIONS]
+        self.fusion.modalities[modality] = ModalityCal(weight=cal.weight, known=known, model=name, calibration={
+            "source": f"none: the fusion card is calibrated for {cal.model}"})
+        self.fusion_notes.append(f"fusion: the {modality} model {name} enters uncalibrated (temperature 1, uniform "
+                                 f"prior); the card was fitted for {cal.model} (mmfer calibrate --{modality}-model)")
+
     def _load_face(self) -> tuple[Any, str]:
-        from mmfer.face.predictor import FaceEmotionRecognizer
+        from mmfer.hf.branches import load_face_recognizer
 
         o = self.opts
-        rec = FaceEmotionRecognizer(o["face_model"], detector=o["detector"], device=o["device"],
-                                    yunet_model=o["yunet_model"])
+        rec = load_face_recognizer(o["face_model"], detector=o["detector"], device=o["device"],
+                                   yunet_model=o["yunet_model"], local_files_only=o["hf_offline"],
+                                   trust_remote_code=o["trust_remote_code"])
+        self._align_fusion("face", rec)
         return rec, rec.card.get("name", "face")
 
     def _load_audio(self) -> tuple[Any, str]:
-        from mmfer.audio.predictor import AudioEmotionRecognizer
         from mmfer.face.artifact import ModelLoadError
+        from mmfer.hf.branches import load_audio_recognizer
 
+        o = self.opts
         try:
-            rec = AudioEmotionRecognizer(self.opts["audio_model"], device=self.opts["device"])
+            rec = load_audio_recognizer(o["audio_model"], device=o["device"], local_files_only=o["hf_offline"],
+                                        trust_remote_code=o["trust_remote_code"])
         except ModelLoadError as exc:
             raise _Unavailable(str(exc)) from None
+        self._align_fusion("audio", rec)
         return rec, rec.card.get("name", "audio")
 
     def _load_temporal(self) -> tuple[Any, str]:
@@ -162,6 +184,9 @@ class EmotionPipeline:
         if not self.opts["temporal"]:
             raise _Unavailable("switched off")
         try:
+            if getattr(self.face, "colour_crops", False):
+                raise _Unavailable("the temporal head reads mmfer's own face CNN, and the face model is a "
+                                   "transformers checkpoint")
             loaded = load_video_model(self.opts["temporal_model"])
             _, card, vcfg = loaded
             if not vcfg.model.finetune:
@@ -194,8 +219,10 @@ class EmotionPipeline:
         out = {}
         for m in MODALITIES:
             b = self._branch(m)
-            out[m] = {"name": m, "model": b.model, "available": b.available, "reason": b.reason}
-        out["fusion"] = {"name": self.fusion.name, "available": True, "model": self.fusion_source, "reason": None}
+            out[m] = {"name": m, "model": b.model, "available": b.available, "reason": b.reason,
+                      "backend": _backend(b.obj) if b.available else None}
+        out["fusion"] = {"name": self.fusion.name, "available": True, "model": self.fusion_source, "reason": None,
+                         "backend": "mmfer", "notes": list(self.fusion_notes)}
         return out
 
     # -- analysis ----------------------------------------------------------------------------------
@@ -229,6 +256,7 @@ class EmotionPipeline:
         a.models["scene"] = b.model
 
     def _fuse(self, a: Analysis) -> None:
+        a.notes += [n for n in self.fusion_notes if n not in a.notes]
         if a.branches:
             with _Timer(a.timings_ms, "fusion"):
                 a.fused = self.fusion.fuse(a.branches)
@@ -326,6 +354,17 @@ class EmotionPipeline:
             a.skipped["scene"] = "no frames"
         self._fuse(a)
         return a
+
+
+def _backend(obj: Any) -> str:
+    """transformers or mmfer/open_clip: which library a loaded branch runs on."""
+    enc = obj[0] if isinstance(obj, tuple) and obj and hasattr(obj[0], "embed_images") else obj
+    if type(enc).__module__.startswith("mmfer.hf") or getattr(enc, "card", {}).get("backend") == "transformers":
+        return "transformers"
+    if hasattr(enc, "embed_images"):
+        return "open_clip"
+    model = getattr(enc, "model", None)
+    return "mmfer + transformers encoder" if getattr(model, "takes_waveform", False) else "mmfer"
 
 
 class _Unavailable(RuntimeError):

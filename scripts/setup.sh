@@ -26,9 +26,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if command -v uv >/dev/null 2>&1 || "$PY" -m uv --version >/dev/null 2>&1; then
   UV=$(command -v uv || echo "$PY -m uv")
-  $UV pip install -q -p .venv/bin/python -c constraints.txt -e ".[test]"
+  $UV pip install -q -p .venv/bin/python -c constraints.txt -e ".[test,hf]"
 else
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[test,hf]"
 fi
 .venv/bin/python -c "import mmfer, torch; print(f'mmfer ready (torch {torch.__version__})')"

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import os
 import struct
+import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# No test may reach the Hugging Face hub or touch the user's HF cache: an unreachable endpoint and a
+# private HF_HOME are set before anything imports huggingface_hub (it reads them at import).
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="mmfer-test-hf-")
+os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
+os.environ.pop("HF_HUB_OFFLINE", None)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MMFER_SHARED", REPO.parent / "shared"))

@@ -19,6 +19,16 @@ DEFAULT_AUDIO_MODEL = "audio_crnn"
 
 def preprocessing_spec(cfg: AudioTrainCfg) -> dict[str, Any]:
     f = cfg.features
+    m = cfg.model
+    if m.arch == "hf_encoder":
+        return {
+            "input": f"mono float32 at {SAMPLE_RATE} Hz, resampled to the encoder's rate when it differs",
+            "encoder": m.hf_model + (f"@{m.hf_revision}" if m.hf_revision else ""),
+            "encoder_frozen": m.freeze_backbone,
+            "features": "the checkpoint's own feature extractor (input_values); softmax-weighted sum of all hidden "
+                        f"layers; {m.pooling} pooling over time",
+            "window_s": 4.0,
+        }
     return {
         "input": f"mono float32 at {SAMPLE_RATE} Hz (any file is converted by mmfer.audio.io)",
         "features": f"{f.n_mels} log-mel bands ({f.fmin:g}-{f.fmax:g} Hz, {f.win_ms:g} ms window, {f.hop_ms:g} ms hop) "

@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,7 @@ class FeatureTable:
     offsets: np.ndarray  # (n_clips, 1 + variants)
     lengths: np.ndarray
     key: str
+    mode: str = "features"  # features (log-mel + prosody) | layer_means | waveform (mmfer.hf.audio)
 
     @property
     def variants(self) -> int:
@@ -53,36 +54,46 @@ class FeatureTable:
         return torch.from_numpy(self.frames[o : o + n].astype(np.float32).T)
 
 
-def _key(files: Sequence[Path], feat: AudioFeatureCfg, data: AudioDataCfg, variants: int, seed: int) -> str:
+def _key(files: Sequence[Path], feat: AudioFeatureCfg, data: AudioDataCfg, variants: int, seed: int,
+         codec: str = "") -> str:
     h = hashlib.sha1()
     for f in files:
         st = f.stat()
         h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)};".encode())
     aug = {k: v for k, v in to_dict(data).items() if k in ("speeds", "noise_prob", "snr_db", "gain_db")}
-    h.update(json.dumps([TABLE_VERSION, to_dict(feat), aug, variants, seed], sort_keys=True).encode())
+    h.update(json.dumps([TABLE_VERSION, to_dict(feat), aug, variants, seed, codec], sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
 def build_feature_table(files: Sequence[Path], feat: AudioFeatureCfg, data: AudioDataCfg, variants: int | None = None,
-                        seed: int = 0, use_cache: bool = True) -> FeatureTable:
-    """Features of every file (variant 0 clean, 1..variants augmented), from the cache when possible."""
+                        seed: int = 0, use_cache: bool = True, codec: Callable[[np.ndarray], np.ndarray] | None = None
+                        ) -> FeatureTable:
+    """Features of every file (variant 0 clean, 1..variants augmented), from the cache when possible.
+
+    ``codec`` replaces the log-mel features with another encoding of the samples, (rows, C) per clip
+    (``codec.mode`` and ``codec.key`` name it: see :class:`mmfer.hf.audio.EncoderTableCodec`).
+    """
     files = [Path(f) for f in files]
     variants = data.variants if variants is None else variants
-    key = _key(files, feat, data, variants, seed)
+    mode = getattr(codec, "mode", "features") if codec is not None else "features"
+    key = _key(files, feat, data, variants, seed, getattr(codec, "key", "") if codec is not None else "")
     path = cache_dir("audio-features") / f"{key}.npz"
     if use_cache and path.is_file():
         with np.load(path) as z:
-            return FeatureTable(z["frames"], z["offsets"], z["lengths"], key)
+            return FeatureTable(z["frames"], z["offsets"], z["lengths"], key, mode)
     fx = FeatureExtractor(feat)
+
+    def encode(x: np.ndarray) -> np.ndarray:
+        return codec(x) if codec is not None else feature_matrix(fx(x)).T.numpy()
     chunks, lengths = [], np.zeros((len(files), 1 + variants), np.int64)
     started = time.time()
     for i, f in enumerate(files):
         x = load_audio(f).samples
         rng = np.random.default_rng([seed, i])
         for v in range(1 + variants):
-            m = feature_matrix(fx(x if v == 0 else perturb(x, data, rng)))
-            chunks.append(m.T.numpy().astype(np.float16))
-            lengths[i, v] = m.shape[1]
+            m = encode(x if v == 0 else perturb(x, data, rng))
+            chunks.append(m.astype(np.float16))
+            lengths[i, v] = m.shape[0]
         if (i + 1) % 200 == 0:
             log.info("features: %d/%d clips (%.0f s)", i + 1, len(files), time.time() - started)
     frames = np.concatenate(chunks)
@@ -91,4 +102,4 @@ def build_feature_table(files: Sequence[Path], feat: AudioFeatureCfg, data: Audi
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, frames=frames, offsets=offsets, lengths=lengths)
         tmp.replace(path)
-    return FeatureTable(frames, offsets, lengths, key)
+    return FeatureTable(frames, offsets, lengths, key, mode)

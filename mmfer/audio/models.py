@@ -110,6 +110,13 @@ def _crnn(cfg: AudioModelCfg, n_mels: int) -> nn.Module:
     return SpeechEmotionNet(cfg, n_mels)
 
 
+@register("hf_encoder")
+def _hf_encoder(cfg: AudioModelCfg, n_mels: int) -> nn.Module:
+    from mmfer.hf.audio import SpeechEncoderNet  # transformers is imported only when asked for
+
+    return SpeechEncoderNet(cfg)
+
+
 def create_audio_model(cfg: AudioModelCfg, n_mels: int) -> SpeechEmotionNet:
     """Build the architecture ``cfg.arch`` (see :func:`list_audio_models`)."""
     if cfg.arch not in _REGISTRY:

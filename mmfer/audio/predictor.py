@@ -79,6 +79,12 @@ class AudioEmotionRecognizer:
         """Class probabilities and seconds of sound of one clip (None when it is silent)."""
         if samples.size == 0 or float(np.abs(samples).max()) < SILENCE_PEAK:
             return None, 0.0
+        if getattr(self.model, "takes_waveform", False):  # a transformers encoder (mmfer.hf.audio)
+            from mmfer.hf.audio import active_seconds
+
+            x = torch.from_numpy(self.model.prepare(samples))[None, None].to(self.device)
+            probs = self.model(x).float().softmax(1)[0].cpu().numpy()
+            return probs, active_seconds(samples, self.cfg.features.silence_db)
         feats = self.features(samples)
         if feats.active_s <= 0:
             return None, 0.0
@@ -86,9 +92,13 @@ class AudioEmotionRecognizer:
         probs = self.model(x).float().softmax(1)[0].cpu().numpy()
         return probs, feats.active_s
 
+    def _extra_notes(self) -> list[str]:
+        """Notes the scorer collected (subclasses: e.g. probability lost to unmapped labels)."""
+        return []
+
     def _result(self, source: str, probs: np.ndarray | None, duration: float, speech: float, notes: list[str],
                 windows: list[dict[str, Any]] | None = None) -> AudioPrediction:
-        notes = list(notes)
+        notes = list(notes) + self._extra_notes()
         if probs is None:
             notes.append("silent: no speech or sound to classify")
             return AudioPrediction(source, None, None, {}, duration, 0.0, True, notes, windows or [])

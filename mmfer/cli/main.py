@@ -23,9 +23,26 @@ def _add_clip_options(p: argparse.ArgumentParser) -> None:
                    "(default: $MMFER_CLIP_PRETRAINED, else laion2b_s34b_b79k)")
 
 
+_HF_MODEL = "a transformers checkpoint (hub id[@revision], hf:<id>, or a save_pretrained folder)"
+
+
+def _add_hf_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hf-offline", action="store_true",
+                   help="transformers checkpoints: use the local Hugging Face cache only (also HF_HUB_OFFLINE=1)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow transformers checkpoints that ship their own Python code (read it first)")
+
+
+def _hf_kw(args: argparse.Namespace) -> dict[str, bool]:
+    return {"local_files_only": bool(getattr(args, "hf_offline", False)),
+            "trust_remote_code": bool(getattr(args, "trust_remote_code", False))}
+
+
 def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--face-model", default=None, help="face model: shipped name or folder (default: face_lite0)")
-    p.add_argument("--audio-model", default=None, help="audio model (default: audio_crnn)")
+    p.add_argument("--face-model", default=None,
+                   help=f"face model: shipped name, mmfer model folder, or {_HF_MODEL} (default: face_lite0)")
+    p.add_argument("--audio-model", default=None,
+                   help=f"audio model: shipped name, mmfer model folder, or {_HF_MODEL} (default: audio_crnn)")
     p.add_argument("--temporal-model", default=None, help="temporal head (default: video_bigru_ckplus)")
     p.add_argument("--no-temporal", action="store_true", help="skip the temporal head")
     p.add_argument("--no-scene", action="store_true", help="skip the scene (CLIP) branch")
@@ -37,6 +54,7 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--yunet-model", help="YuNet ONNX file (default: $MMFER_YUNET_MODEL, cache, download)")
     p.add_argument("--device", default="auto")
     p.add_argument("--fps", type=float, default=10.0, help="video frames sampled per second")
+    _add_hf_options(p)
 
 
 def _pipeline(args: argparse.Namespace, **extra: object):  # noqa: ANN202 - EmotionPipeline
@@ -47,7 +65,8 @@ def _pipeline(args: argparse.Namespace, **extra: object):  # noqa: ANN202 - Emot
                            clip_model=args.clip_model, clip_pretrained=args.clip_pretrained,
                            scene_probe=args.scene_probe, clip_download=args.clip_download, fusion=args.fusion,
                            device=args.device, detector=args.detector, yunet_model=args.yunet_model,
-                           sample_fps=args.fps, **extra)
+                           sample_fps=args.fps, hf_offline=args.hf_offline,
+                           trust_remote_code=args.trust_remote_code, **extra)
 
 
 def _add_data_root(p: argparse.ArgumentParser) -> None:
@@ -72,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate: face on a FER-2013 split; audio by actor-disjoint cross-validation "
                                      "(--config) or a trained model on a folder of labelled recordings (--data-dir)")
     ev.add_argument("modality", choices=["face", "audio", "video"])
-    ev.add_argument("--model", default=None, help="shipped name or model folder (default: face_lite0 / audio_crnn)")
+    ev.add_argument("--model", "--face-model", "--audio-model", dest="model", default=None,
+                    help=f"shipped name, model folder or {_HF_MODEL} (default: face_lite0 / audio_crnn)")
     ev.add_argument("--config", help="audio/video: the training recipe to cross-validate (configs/audio_*.yaml, ...)")
     ev.add_argument("--folds", type=int, help="audio: number of actor-disjoint folds (default: the config's)")
     ev.add_argument("--data-dir", help="audio: <emotion>/<recordings> folder to score a trained --model on")
@@ -85,13 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="report folder (default: reports/face/<model>/<split>)")
     ev.add_argument("--limit", type=int, help="first N samples only (quick checks)")
     _add_data_root(ev)
+    _add_hf_options(ev)
 
     pr = sub.add_parser("predict", help="recognise emotions in images (every face), audio clips and folders")
     pr.add_argument("paths", nargs="+", help="image, audio or video files and/or folders (videos: their audio track)")
     pr.add_argument("--json", action="store_true", help="one JSON document on stdout")
     pr.add_argument("--no-detect", action="store_true", help="treat each image as an already cropped face")
-    pr.add_argument("--model", default=None, help="face model: shipped name or model folder")
-    pr.add_argument("--audio-model", default=None, help="audio model: shipped name or folder (default: audio_crnn)")
+    pr.add_argument("--model", "--face-model", dest="model", default=None,
+                    help=f"face model: shipped name, model folder or {_HF_MODEL}")
+    pr.add_argument("--audio-model", default=None,
+                    help=f"audio model: shipped name, model folder or {_HF_MODEL} (default: audio_crnn)")
+    _add_hf_options(pr)
     pr.add_argument("--detector", default="auto", choices=["auto", "yunet", "haar"])
     pr.add_argument("--yunet-model", help="YuNet ONNX file (default: $MMFER_YUNET_MODEL, cache, download)")
     pr.add_argument("--no-tta", action="store_true", help="no flip test-time augmentation")
@@ -102,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     tl.add_argument("--fps", type=float, default=10.0, help="frames sampled per second (0: every frame)")
     tl.add_argument("--smooth", type=float, default=0.5, help="moving-average window in seconds")
     tl.add_argument("--out", help="output folder (default: <video name>_timeline next to the working directory)")
-    tl.add_argument("--model", default=None, help="face model: shipped name or model folder")
+    tl.add_argument("--model", "--face-model", dest="model", default=None,
+                    help=f"face model: shipped name, model folder or {_HF_MODEL}")
+    _add_hf_options(tl)
     tl.add_argument("--detector", default="auto", choices=["auto", "yunet", "haar"])
     tl.add_argument("--yunet-model", help="YuNet ONNX file (default: $MMFER_YUNET_MODEL, cache, download)")
     tl.add_argument("--device", default="auto")
@@ -137,8 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     ca = sub.add_parser("calibrate", help="fit the fusion card (temperatures, priors) on each branch's held-out "
                                           "predictions")
     ca.add_argument("--out", default=None, help="fusion card to write (default: the shipped one)")
-    ca.add_argument("--face-model", default=None)
-    ca.add_argument("--audio-model", default="audio_crnn")
+    ca.add_argument("--face-model", default=None, help=f"shipped name, model folder or {_HF_MODEL}")
+    ca.add_argument("--audio-model", default="audio_crnn", help=f"shipped name, model folder or {_HF_MODEL}")
+    _add_hf_options(ca)
     ca.add_argument("--temporal-model", default="video_bigru_ckplus")
     _add_data_root(ca)
 
@@ -222,9 +249,10 @@ def _eval_audio(args: argparse.Namespace) -> int:
     if args.data_dir:
         from mmfer.evaluation.audio_eval import evaluate_audio_folder
 
-        name = Path(args.model).name if args.model else "audio_crnn"
+        name = Path(args.model.split("@")[0]).name if args.model else "audio_crnn"
         rep = evaluate_audio_folder(args.model, args.data_dir,
-                                    args.out or Path("reports") / "audio" / name / Path(args.data_dir).name)
+                                    args.out or Path("reports") / "audio" / name / Path(args.data_dir).name,
+                                    **_hf_kw(args))
         print(f"{args.data_dir}: accuracy {rep['accuracy']:.4f}  macro-F1 {rep['macro_f1']:.4f}  n={rep['n']}  "
               f"skipped={len(rep['skipped'])}")
         for line in rep["skipped"]:
@@ -280,7 +308,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from mmfer.evaluation.face_eval import evaluate_face
 
     rep = evaluate_face(args.model, split=args.split, data_root=args.data_root, labels=args.labels,
-                        tta_flip=args.tta, out_dir=args.out, limit=args.limit)
+                        tta_flip=args.tta, out_dir=args.out, limit=args.limit, **_hf_kw(args))
     print(f"{args.split}: accuracy {rep['accuracy']:.4f}  macro-F1 {rep['macro_f1']:.4f}  n={rep['n']}")
     for name, path in rep.get("paths", {}).items():
         print(f"  {name}: {path}")
@@ -321,9 +349,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for path, kind in inputs:
         if kind == "audio":
             if audio_rec is None:
-                from mmfer.audio.predictor import AudioEmotionRecognizer
+                from mmfer.hf.branches import load_audio_recognizer
 
-                audio_rec = AudioEmotionRecognizer(args.audio_model, device=args.device)
+                audio_rec = load_audio_recognizer(args.audio_model, device=args.device, **_hf_kw(args))
             try:
                 pred = audio_rec.predict_file(path)
             except AudioLoadError as exc:
@@ -338,10 +366,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 _print_audio(path, pred)
             continue
         if face_rec is None:
-            from mmfer.face.predictor import FaceEmotionRecognizer
+            from mmfer.hf.branches import load_face_recognizer
 
-            face_rec = FaceEmotionRecognizer(args.model, detector=args.detector, device=args.device,
-                                             tta_flip=False if args.no_tta else None, yunet_model=args.yunet_model)
+            face_rec = load_face_recognizer(args.model, detector=args.detector, device=args.device,
+                                            tta_flip=False if args.no_tta else None, yunet_model=args.yunet_model,
+                                            **_hf_kw(args))
         try:
             img = load_image(path)
             faces = face_rec.predict_image(img, detect=not args.no_detect)
@@ -361,7 +390,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.json:
         doc: dict = {}
         if face_rec is not None:
-            doc.update({"model": face_rec.card.get("name"),
+            doc.update({"model": face_rec.card.get("name"), "backend": face_rec.card.get("backend", "mmfer"),
                         "detector": None if args.no_detect else face_rec.detector.backend,
                         "classes": list(face_rec.classes)})
         if audio_rec is not None:
@@ -390,11 +419,12 @@ def _print_faces(path: Path, faces: list) -> None:
 
 
 def cmd_timeline(args: argparse.Namespace) -> int:
-    from mmfer.face.predictor import FaceEmotionRecognizer
+    from mmfer.hf.branches import load_face_recognizer
     from mmfer.video.io import VideoLoadError
     from mmfer.video.timeline import video_timeline
 
-    rec = FaceEmotionRecognizer(args.model, detector=args.detector, device=args.device, yunet_model=args.yunet_model)
+    rec = load_face_recognizer(args.model, detector=args.detector, device=args.device, yunet_model=args.yunet_model,
+                               **_hf_kw(args))
     try:
         tl = video_timeline(args.video, rec, sample_fps=args.fps or None, smooth_s=args.smooth,
                             temporal=args.temporal)
@@ -510,19 +540,41 @@ def _print_analysis(a) -> None:  # noqa: ANN001 (Analysis, imported lazily)
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     from mmfer.config import ConfigError
-    from mmfer.evaluation.ablation import SETS, ablate, ckplus_set, fer2013_set, ravdess_set, write_ablation
+    from mmfer.evaluation.ablation import (
+        SETS,
+        ablate,
+        ckplus_set,
+        fer2013_set,
+        ravdess_recordings_set,
+        ravdess_set,
+        write_ablation,
+    )
+    from mmfer.face.artifact import ModelLoadError
 
     names = [s.strip() for s in args.sets.split(",") if s.strip()]
     unknown = sorted(set(names) - set(SETS))
     if unknown or not names:
         raise ConfigError(f"unknown --sets {unknown or names}; choose from {', '.join(SETS)}")
+    from mmfer.hf.hub import is_hf_spec
+
     pipe = _pipeline(args)
+    hf_face, hf_audio = is_hf_spec(args.face_model), is_hf_spec(args.audio_model)
+    for modality in ("face",) * hf_face + ("audio",) * hf_audio:
+        pipe._branch(modality)  # loads it, and enters it into the fusion uncalibrated unless the card is its own
     sets = []
     for name in names:
         if name == "fer2013":
-            sets.append(fer2013_set(args.face_model, args.data_root, args.limit, pipe))
+            sets.append(fer2013_set(args.face_model, args.data_root, args.limit, pipe, **_hf_kw(args)))
         elif name == "ckplus":
+            if hf_face:
+                _err("ckplus: skipped; the temporal head's held-out predictions belong to mmfer's own face CNN")
+                continue
             sets.append(ckplus_set(args.temporal_model or "video_bigru_ckplus", args.face_model))
+        elif hf_audio:
+            audio = pipe._branch("audio")
+            if not audio.available:
+                raise ModelLoadError(audio.reason or f"{args.audio_model}: unavailable")
+            sets.append(ravdess_recordings_set(audio.obj, args.data_root, args.limit))
         else:
             sets.append(ravdess_set(args.audio_model or "audio_crnn"))
     result = ablate(pipe.fusion, sets)
@@ -539,7 +591,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from mmfer.fusion.build import build_fusion
     from mmfer.pipeline import DEFAULT_FUSION
 
-    fusion = build_fusion(args.face_model, args.data_root, args.audio_model, args.temporal_model)
+    fusion = build_fusion(args.face_model, args.data_root, args.audio_model, args.temporal_model, **_hf_kw(args))
     path = fusion.save(args.out or DEFAULT_FUSION)
     for m, c in fusion.modalities.items():
         cal = c.calibration or {}
@@ -581,6 +633,8 @@ def cmd_models(_: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "hf_offline", False):
+        os.environ["HF_HUB_OFFLINE"] = "1"  # huggingface_hub itself never reaches out either
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.basicConfig(format="mmfer: %(message)s", level=logging.WARNING)  # e.g. the detector's fallback note
     from mmfer.config import ConfigError

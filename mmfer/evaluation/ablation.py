@@ -61,16 +61,15 @@ def _scene_unavailable(pipeline: Any) -> str | None:
     return "no scene encoder" if b is None else (None if b.available else b.reason)
 
 
-def fer2013_set(face_model: str | None, data_root: str | None, limit: int | None, pipeline: Any = None
-                ) -> LabelledSet:
+def fer2013_set(face_model: str | None, data_root: str | None, limit: int | None, pipeline: Any = None,
+                **hf: bool) -> LabelledSet:
+    """``hf``: local_files_only / trust_remote_code for a transformers face checkpoint."""
     from mmfer.data.fer2013 import load_fer2013
-    from mmfer.evaluation.face_eval import predict_probs
-    from mmfer.face.artifact import load_face_model
+    from mmfer.evaluation.face_eval import face_model_probs
 
-    net, card = load_face_model(face_model)
     test = load_fer2013("PrivateTest", data_root)
     images, y = (test.images[:limit], test.labels[:limit]) if limit else (test.images, test.labels)
-    face = predict_probs(net, images, tta_flip=bool(card["config"].get("tta_flip")))
+    face, card = face_model_probs(face_model, images, **hf)
     ds = LabelledSet("fer2013", f"FER-2013 PrivateTest, {len(y)} faces ({card['name']})", y, {"face": face})
     reason = _scene_unavailable(pipeline)
     if reason is None:
@@ -100,6 +99,30 @@ def ckplus_set(temporal_model: str, face_model: str | None) -> LabelledSet:
                          f"now {have}): re-run scripts/ship_video_model.py")
     ds.skipped["audio"] = "the CK+ clips are silent"
     ds.skipped["scene"] = "CK+ is filmed against a plain studio background (no scene to read)"
+    return ds
+
+
+def ravdess_recordings_set(recognizer: Any, data_root: str | None, limit: int | None = None) -> LabelledSet:
+    """A ready (transformers) audio classifier scored on RAVDESS speech as it is: no fold of ours held
+    anything out, so the description warns that the checkpoint may have been trained on RAVDESS."""
+    from mmfer.data.ravdess import find_ravdess
+    from mmfer.emotions import audio_label, fold_to_canonical
+
+    items = find_ravdess(data_root, channel="speech")[:limit] if limit else find_ravdess(data_root, channel="speech")
+    y, probs = [], []
+    for it in items:
+        pred = recognizer.predict_file(it.path)
+        if pred.emotion is None:
+            continue
+        canon = fold_to_canonical(pred.probabilities)
+        y.append(EMOTIONS.index(EXTRA_CLASSES.get(audio_label(it.label, "ravdess"), audio_label(it.label, "ravdess"))))
+        probs.append([canon[e] for e in EMOTIONS])
+    name = recognizer.card.get("name")
+    ds = LabelledSet("ravdess", f"RAVDESS speech, {len(y)} clips, scored as-is by {name} (a transformers "
+                     "checkpoint: its training data are not ours to hold out, it may include RAVDESS; calm scored "
+                     "as neutral)", np.array(y), {"audio": np.array(probs, np.float64)})
+    ds.skipped.update({"face": "audio-only recordings", "temporal": "audio-only recordings",
+                       "scene": "audio-only recordings"})
     return ds
 
 

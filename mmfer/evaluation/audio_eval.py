@@ -61,14 +61,15 @@ def write_cv_report(cv: dict[str, Any], out_dir: str | Path, cfg: AudioTrainCfg,
     return paths
 
 
-def evaluate_audio_folder(model: str | Path | None, data_dir: str | Path, out_dir: str | Path | None = None
-                          ) -> dict[str, Any]:
-    """Score a trained model on ``data_dir/<emotion>/*`` recordings; writes a report when ``out_dir`` is given."""
-    from mmfer.audio.predictor import AudioEmotionRecognizer
+def evaluate_audio_folder(model: str | Path | None, data_dir: str | Path, out_dir: str | Path | None = None,
+                          local_files_only: bool = False, trust_remote_code: bool = False) -> dict[str, Any]:
+    """Score a trained model (mmfer's, or a transformers audio classifier) on ``data_dir/<emotion>/*``
+    recordings; writes a report when ``out_dir`` is given."""
     from mmfer.data.ravdess import find_labelled_folder
     from mmfer.evaluation.metrics import classification_report
+    from mmfer.hf.branches import load_audio_recognizer
 
-    rec = AudioEmotionRecognizer(model)
+    rec = load_audio_recognizer(model, local_files_only=local_files_only, trust_remote_code=trust_remote_code)
     items = find_labelled_folder(data_dir)
     y, probs, skipped = [], [], []
     for path, label in items:

@@ -47,6 +47,26 @@ def predict_probs(model: torch.nn.Module, images_uint8: np.ndarray, batch_size: 
     return np.concatenate(out).astype(np.float32, copy=False)
 
 
+def face_model_probs(model: str | Path | None, images: np.ndarray, tta_flip: bool | None = None,
+                     device: str | torch.device = "cpu", local_files_only: bool = False,
+                     trust_remote_code: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+    """(N, 7) probabilities of any face model (mmfer's, or a transformers checkpoint) on grey FER-style
+    faces, and its card. ``tta_flip`` None: what the model card says (transformers: off)."""
+    from mmfer.hf.hub import is_hf_spec
+
+    if is_hf_spec(model):
+        from mmfer.hf.branches import load_face_recognizer
+
+        rec = load_face_recognizer(model, device=str(device), tta_flip=bool(tta_flip),
+                                   local_files_only=local_files_only, trust_remote_code=trust_remote_code)
+        if len(images) == 0:
+            raise ValueError("no images to predict")
+        return rec.predict_crops(np.asarray(images)), rec.card
+    net, card = load_face_model(model, device=device)
+    tta = bool(card.get("config", {}).get("tta_flip", False)) if tta_flip is None else tta_flip
+    return predict_probs(net, images, tta_flip=tta, device=device), card
+
+
 def _display_path(path: str | None) -> str | None:
     """Relative to the working directory when inside it: reports should not carry a machine's home."""
     if path is None:
@@ -60,11 +80,13 @@ def _display_path(path: str | None) -> str | None:
 def evaluate_face(model_name_or_dir: str | Path | None, split: str = "PrivateTest",
                   data_root: str | Path | None = None, labels: str = "fer2013", tta_flip: bool = False,
                   out_dir: str | Path | None = None, batch_size: int = 256, limit: int | None = None,
-                  device: str | torch.device = "cpu") -> dict[str, Any]:
+                  device: str | torch.device = "cpu", local_files_only: bool = False,
+                  trust_remote_code: bool = False) -> dict[str, Any]:
     """Evaluate a face model on one FER-2013 split; write and return the report (with ``"paths"``).
 
     Args:
-        model_name_or_dir: shipped model name or model folder (None: the default shipped model).
+        model_name_or_dir: shipped model name or model folder (None: the default shipped model), or a
+            transformers image-classification checkpoint (hub id[@revision], ``hf:`` name or directory).
         split: Training, PublicTest or PrivateTest (train/val/test accepted).
         data_root: dataset root (default ``$MMFER_DATA_ROOT``, then ``./data``).
         labels: fer2013, ferplus or ferplus-soft (soft labels are scored by their majority class).
@@ -72,13 +94,16 @@ def evaluate_face(model_name_or_dir: str | Path | None, split: str = "PrivateTes
         out_dir: report folder; default ``reports/face/<model name>/<split>[_tta]``.
         limit: evaluate only the first ``limit`` rows of the split (a quick check, not a full score).
     """
-    model, card = load_face_model(model_name_or_dir, device=device)
-    classes = tuple(card.get("classes", ()))
-    if classes != EMOTIONS:
-        raise ValueError(
-            f"model {card.get('_dir', model_name_or_dir)} predicts {list(classes)}, but FER-2013 evaluation "
-            f"needs exactly the canonical classes in order {list(EMOTIONS)}"
-        )
+    from mmfer.hf.hub import is_hf_spec
+
+    if not is_hf_spec(model_name_or_dir):
+        _, card = load_face_model(model_name_or_dir, device=device)
+        classes = tuple(card.get("classes", ()))
+        if classes != EMOTIONS:
+            raise ValueError(
+                f"model {card.get('_dir', model_name_or_dir)} predicts {list(classes)}, but FER-2013 evaluation "
+                f"needs exactly the canonical classes in order {list(EMOTIONS)}"
+            )
     split = FOLDER_SPLITS.get(split, split)
     data = load_fer2013(split, root=data_root, labels=labels)
     images, y_true = data.images, data.labels
@@ -87,15 +112,19 @@ def evaluate_face(model_name_or_dir: str | Path | None, split: str = "PrivateTes
         if limit < 1:
             raise ValueError("limit must be >= 1 (or None for the whole split)")
         images, y_true = images[:limit], y_true[:limit]
-    probs = predict_probs(model, images, batch_size=batch_size, tta_flip=tta_flip, device=device)
+    probs, card = face_model_probs(model_name_or_dir, images, tta_flip=tta_flip, device=device,
+                                   local_files_only=local_files_only, trust_remote_code=trust_remote_code)
     report = classification_report(y_true, probs, EMOTIONS)
     name = str(card.get("name") or Path(card["_dir"]).name)
+    if "labels" in card:  # a transformers checkpoint: how its labels were read
+        report["label_mapping"] = card["labels"]
     if out_dir is None:
         out_dir = Path("reports") / "face" / name / (split + ("_tta" if tta_flip else ""))
     meta = {
         "modality": "face",
         "model": name,
         "model_dir": _display_path(card.get("_dir")),
+        "backend": card.get("backend", "mmfer"),
         "model_data_hash": card.get("data_hash"),
         "dataset": "fer2013",
         "labels": labels,

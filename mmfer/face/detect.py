@@ -362,16 +362,19 @@ def eye_angle(landmarks: np.ndarray) -> float:
 
 
 def crop_faces(image_bgr: np.ndarray, faces: list[Face], size: int = 48, margin: float = 0.2,
-               align: bool = True) -> np.ndarray:
-    """Square grey crops (N, size, size) uint8, one per face.
+               align: bool = True, colour: bool = False) -> np.ndarray:
+    """Square grey crops (N, size, size) uint8, one per face (``colour``: BGR, (N, size, size, 3)).
 
     The square has side ``max(w, h) * (1 + margin)`` around the box centre; parts outside the image
     are filled by replicating the border, so faces at the edge keep their scale. With ``align`` and
     landmarks, the crop is rotated about the box centre so that the eyes are level.
     """
     a = np.asarray(image_bgr)
-    grey = a if a.ndim == 2 and a.dtype == np.uint8 else cv2.cvtColor(_as_bgr(a), cv2.COLOR_BGR2GRAY)
-    out = np.zeros((len(faces), size, size), np.uint8)
+    if colour:
+        grey = _as_bgr(a)
+    else:
+        grey = a if a.ndim == 2 and a.dtype == np.uint8 else cv2.cvtColor(_as_bgr(a), cv2.COLOR_BGR2GRAY)
+    out = np.zeros((len(faces), size, size, 3) if colour else (len(faces), size, size), np.uint8)
     for i, face in enumerate(faces):
         x, y, w, h = face.box
         cx, cy = x + w / 2.0, y + h / 2.0

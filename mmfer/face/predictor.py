@@ -74,6 +74,9 @@ class FaceEmotionRecognizer:
             convolutions, oneDNN kernels): about 2x the throughput, same outputs to ~1e-6.
     """
 
+    crop_size = CROP_SIZE  # side of the face crops the model reads
+    colour_crops = False  # grey crops (FER-2013 models); transformers checkpoints take colour
+
     def __init__(self, model: str | Path | None = None, detector: Any = "auto", device: str = "auto",
                  tta_flip: bool | None = None, yunet_model: str | Path | None = None, optimize: bool = True):
         if device == "auto":
@@ -163,7 +166,7 @@ class FaceEmotionRecognizer:
         faces = self.detector.detect(img)
         if not faces:
             return []
-        crops = crop_faces(img, faces, size=CROP_SIZE)
+        crops = crop_faces(img, faces, size=self.crop_size, colour=self.colour_crops)
         return self._wrap(self.predict_crops(crops), faces)
 
     def predict_batch(self, images: Sequence[str | Path | np.ndarray],
@@ -181,7 +184,7 @@ class FaceEmotionRecognizer:
             faces = self.detector.detect(img)
             per_image.append(faces)
             if faces:
-                all_crops.append(crop_faces(img, faces, size=CROP_SIZE))
+                all_crops.append(crop_faces(img, faces, size=self.crop_size, colour=self.colour_crops))
         probs = self.predict_crops(np.concatenate(all_crops)) if all_crops else np.zeros((0, len(self.classes)))
         out, j = [], 0
         for faces in per_image:

@@ -52,24 +52,29 @@ def _oof(path: Path) -> dict[str, np.ndarray]:
         return dict(z)
 
 
-def face_calibration(model: str | None, data_root: str | None, device: str = "cpu") -> ModalityCal:
+def face_calibration(model: str | None, data_root: str | None, device: str = "cpu", local_files_only: bool = False,
+                     trust_remote_code: bool = False) -> ModalityCal:
+    """Temperature on FER-2013 PublicTest, ECE checked on PrivateTest. mmfer models bring their
+    training prior (FER-2013 Training); for a transformers checkpoint it is unknown, so uniform."""
     from mmfer.data.fer2013 import load_fer2013
-    from mmfer.evaluation.face_eval import predict_probs
-    from mmfer.face.artifact import load_face_model
+    from mmfer.evaluation.face_eval import face_model_probs
 
-    net, card = load_face_model(model, device=device)
-    tta = bool(card.get("config", {}).get("tta_flip", False))
-    train = load_fer2013("Training", data_root)
     val, test = load_fer2013("PublicTest", data_root), load_fer2013("PrivateTest", data_root)
-    p_val = predict_probs(net, val.images, tta_flip=tta, device=device)
-    p_test = predict_probs(net, test.images, tta_flip=tta, device=device)
+    kw = {"device": device, "local_files_only": local_files_only, "trust_remote_code": trust_remote_code}
+    p_val, card = face_model_probs(model, val.images, **kw)
+    p_test, _ = face_model_probs(model, test.images, **kw)
     cal = calibrate(p_val, val.labels, "FER-2013 PublicTest").to_dict()
     cal["held_out_ece_before"] = round(expected_calibration_error(test.labels, p_test), 4)
     cal["held_out_ece_after"] = round(expected_calibration_error(
         test.labels, apply_temperature(p_test, cal["temperature"])), 4)
     cal["held_out"] = "FER-2013 PrivateTest"
-    return ModalityCal(temperature=cal["temperature"], prior=class_prior(np.bincount(train.labels, minlength=7)),
-                       calibration=cal, model=card["name"])
+    prior = known = None
+    if card.get("backend") == "transformers":
+        missing = card.get("labels", {}).get("missing", [])
+        known = [e not in missing for e in EMOTIONS] if missing else None
+    else:
+        prior = class_prior(np.bincount(load_fer2013("Training", data_root).labels, minlength=7))
+    return ModalityCal(temperature=cal["temperature"], prior=prior, known=known, calibration=cal, model=card["name"])
 
 
 def _oof_calibration(probs: np.ndarray, y: np.ndarray, fold: np.ndarray, source: str, model: str,
@@ -105,11 +110,25 @@ def oof_path(model: str, given: str | Path | None = None) -> Path:
 
 def build_fusion(face_model: str | None = None, data_root: str | None = None, audio_model: str = "audio_crnn",
                  temporal_model: str = "video_bigru_ckplus", audio_oof: str | Path | None = None,
-                 temporal_oof: str | Path | None = None) -> LateFusion:
+                 temporal_oof: str | Path | None = None, local_files_only: bool = False,
+                 trust_remote_code: bool = False) -> LateFusion:
+    from mmfer.hf.hub import is_hf_spec
+
+    kw = {"local_files_only": local_files_only, "trust_remote_code": trust_remote_code}
+    if is_hf_spec(audio_model):  # a ready classifier: no out-of-fold predictions of ours to fit on
+        from mmfer.hf.branches import load_audio_recognizer
+
+        rec = load_audio_recognizer(audio_model, device="cpu", **kw)
+        missing = rec.labels.missing
+        audio = ModalityCal(model=rec.card["name"], known=[e not in missing for e in EMOTIONS] if missing else None,
+                            calibration={"source": "none: a transformers checkpoint has no held-out predictions "
+                                                   "here (its training data are unknown); temperature 1"})
+    else:
+        audio = audio_calibration(oof_path(audio_model, audio_oof), audio_model)
     return LateFusion({
-        "face": face_calibration(face_model, data_root),
+        "face": face_calibration(face_model, data_root, **kw),
         "temporal": temporal_calibration(oof_path(temporal_model, temporal_oof), temporal_model),
-        "audio": audio_calibration(oof_path(audio_model, audio_oof), audio_model),
+        "audio": audio,
         "scene": ModalityCal(weight=SCENE_ZERO_SHOT_WEIGHT, calibration={
             "source": "none: no CLIP weights or context validation data where this card was built; "
                       "zero-shot scores enter at half weight"}, model="CLIP zero-shot"),

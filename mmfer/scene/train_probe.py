@@ -66,7 +66,10 @@ def train_scene_probe(cfg: SceneTrainCfg, out_dir: str | Path, encoder: ClipScen
     from mmfer.scene.zero_shot import ZeroShotSceneClassifier
 
     d = cfg.data
-    encoder = encoder or ClipSceneEncoder(cfg.clip.model, cfg.clip.pretrained)
+    if encoder is None:
+        from mmfer.scene.classifier import clip_encoder
+
+        encoder = clip_encoder(cfg.clip.model, cfg.clip.pretrained)
     detector = FaceDetector(d.detector, d.yunet_model) if d.mask_faces else None
     train, test = load_context(cfg, d.train_split), load_context(cfg, d.test_split)
     if d.limit_train:

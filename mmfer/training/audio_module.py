@@ -35,12 +35,14 @@ class AudioFeatureDataset(Dataset):
         if self.train and self.table.variants and np.random.random() < self.cfg.augment.variant_prob:
             variant = np.random.randint(1, self.table.variants + 1)
         x = self.table.get(clip, variant)
-        if self.train:
-            limit = self.cfg.data.max_frames
+        mode = self.table.mode
+        if self.train and mode != "layer_means":  # cached layer means are whole-clip summaries: nothing to crop
+            limit = self.cfg.data.max_frames if mode == "features" else int(self.cfg.data.max_seconds * 16_000)
             if x.shape[1] > limit:  # random crop = time shift
                 start = np.random.randint(0, x.shape[1] - limit + 1)
                 x = x[:, start : start + limit]
-            x = spec_augment(x, self.cfg.features.n_mels, self.cfg.augment)
+            if mode == "features":
+                x = spec_augment(x, self.cfg.features.n_mels, self.cfg.augment)
         return x, int(self.labels[i])
 
 
@@ -107,7 +109,12 @@ class AudioClassifier(L.LightningModule):
         self.log("val/macro_f1", self.val_f1, prog_bar=True)
 
     def configure_optimizers(self):  # noqa: ANN201 (Lightning's union return type)
-        groups = [{"params": list(self.model.parameters()), "lr": self.cfg.optim.lr}]
+        o = self.cfg.optim
+        backbone = [p for n, p in self.model.named_parameters() if n.startswith("backbone.") and p.requires_grad]
+        rest = [p for n, p in self.model.named_parameters() if not n.startswith("backbone.")]
+        groups = [{"params": rest, "lr": o.lr}]
+        if backbone:  # a fine-tuned transformers encoder learns slower than its new head
+            groups.append({"params": backbone, "lr": o.lr * o.backbone_lr_mult})
         return configure_optimizer(groups, self.cfg.optim, int(self.trainer.estimated_stepping_batches),
                                    self.cfg.trainer.epochs)
 

@@ -78,7 +78,12 @@ def load_corpus(cfg: AudioTrainCfg, use_cache: bool = True) -> AudioCorpus:
     files = [p for p, _, _ in pairs]
     labels = np.array([classes.index(lab) for _, lab, _ in pairs])
     speakers = np.array([s for _, _, s in pairs])
-    table = build_feature_table(files, cfg.features, d, seed=cfg.trainer.seed, use_cache=use_cache)
+    codec = None
+    if cfg.model.arch == "hf_encoder":
+        from mmfer.hf.audio import EncoderTableCodec
+
+        codec = EncoderTableCodec(cfg.model)
+    table = build_feature_table(files, cfg.features, d, seed=cfg.trainer.seed, use_cache=use_cache, codec=codec)
     return AudioCorpus(files, labels, speakers, table)
 
 

@@ -159,8 +159,10 @@ def scan_faces(path: str | Path, recognizer: Any, sample_fps: float | None = DEF
         faces = recognizer.detector.detect(frame.image)
         rows = []
         if faces:
-            grey = np.stack([to_grey_crop(c) for c in crop_faces(frame.image, faces)])
-            probs = recognizer.predict_crops(grey)
+            crops = crop_faces(frame.image, faces, size=getattr(recognizer, "crop_size", 48),
+                               colour=getattr(recognizer, "colour_crops", False))
+            grey = np.stack([to_grey_crop(c) for c in crops])
+            probs = recognizer.predict_crops(crops)
             embs = recognizer.embed_crops(grey).astype(np.float16) if embed else [None] * len(faces)
             rows = [_FaceRow(f.box, p, e, g if keep_crops else None)
                     for f, p, e, g in zip(faces, probs, embs, grey, strict=True)]
