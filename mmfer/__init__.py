@@ -11,9 +11,11 @@ from mmfer.emotions import EMOTIONS
 if TYPE_CHECKING:
     from mmfer.audio.predictor import AudioEmotionRecognizer, AudioPrediction
     from mmfer.face.predictor import FaceEmotionRecognizer, FacePrediction
+    from mmfer.hf.branches import load_audio_recognizer, load_face_recognizer
+    from mmfer.pipeline import EmotionPipeline
 
-__all__ = ["EMOTIONS", "AudioEmotionRecognizer", "AudioPrediction", "FaceEmotionRecognizer", "FacePrediction",
-           "__version__"]
+__all__ = ["EMOTIONS", "AudioEmotionRecognizer", "AudioPrediction", "EmotionPipeline", "FaceEmotionRecognizer",
+           "FacePrediction", "__version__", "load_audio_recognizer", "load_face_recognizer"]
 
 
 def __getattr__(name: str):  # lazy: `import mmfer` must not pull in torch
@@ -25,4 +27,12 @@ def __getattr__(name: str):  # lazy: `import mmfer` must not pull in torch
         from mmfer.audio import predictor as audio_predictor
 
         return getattr(audio_predictor, name)
+    if name in ("load_face_recognizer", "load_audio_recognizer"):
+        from mmfer.hf import branches
+
+        return getattr(branches, name)
+    if name == "EmotionPipeline":
+        from mmfer.pipeline import EmotionPipeline
+
+        return EmotionPipeline
     raise AttributeError(f"module 'mmfer' has no attribute {name!r}")

@@ -114,6 +114,7 @@ class EmotionPipeline:
                          yunet_model=yunet_model, hf_offline=hf_offline, trust_remote_code=trust_remote_code)
         self.fusion_notes: list[str] = []
         self.sample_fps, self.max_video_s, self.key_frames = sample_fps, max_video_s, key_frames
+        self._fusion_arg = fusion
         self._branches: dict[str, Branch] = {}
         self.fusion, self.fusion_source = self._load_fusion(fusion)
 
@@ -209,6 +210,23 @@ class EmotionPipeline:
         except (SceneEncoderUnavailable, ProbeError) as exc:
             raise _Unavailable(str(exc)) from None
         return (sc.encoder, sc.scores), sc.name
+
+    def with_models(self, face_model: str | None = None, audio_model: str | None = None) -> EmotionPipeline:
+        """A pipeline like this one with other face / audio models (mmfer names or folders, or transformers
+        checkpoints); branches that did not change are shared, not reloaded. The face model is loaded now,
+        so a bad name raises here and the caller can keep the pipeline it has."""
+        opts = {**self.opts, "face_model": face_model or None, "audio_model": audio_model or None}
+        new = EmotionPipeline(**opts, fusion=self._fusion_arg, sample_fps=self.sample_fps,
+                              max_video_s=self.max_video_s, key_frames=self.key_frames)
+        same_face = opts["face_model"] == self.opts["face_model"]
+        for name, b in self._branches.items():
+            if name == "scene" or (name == "audio" and opts["audio_model"] == self.opts["audio_model"]) or (
+                    name in ("face", "temporal") and same_face):
+                new._branches[name] = b
+                if name in ("face", "audio") and b.available:
+                    new._align_fusion(name, b.obj)
+        new._branch("face")
+        return new
 
     @property
     def face(self) -> Any:

@@ -398,3 +398,21 @@ def test_a_broken_audio_checkpoint_leaves_the_rest_of_the_pipeline_working(tiny:
     assert not status["audio"]["available"] and "not a speech model" in status["audio"]["reason"]
     assert status["face"]["available"] and status["face"]["backend"] == "mmfer"
     assert pipe.analyze_image(astronaut).emotion in EMOTIONS
+
+
+def test_demo_switches_to_a_checkpoint_and_keeps_its_models_on_a_bad_name(tiny: dict[str, Path], tmp_path: Path,
+                                                                           astronaut: np.ndarray) -> None:
+    from mmfer.demo.app import DemoHandlers
+    from mmfer.pipeline import EmotionPipeline
+
+    h = DemoHandlers(EmotionPipeline(scene=False, temporal=False, detector="haar"))
+    table, msg = h.switch_models(str(tiny["face"]), str(tiny["audio"]))
+    assert msg.startswith("Models loaded") and table.count("| transformers |") == 2, (table, msg)
+    assert "enters uncalibrated" in table
+    img = tmp_path / "astronaut.jpg"
+    cv2.imwrite(str(img), astronaut)
+    *_, summary, doc = h.image(str(img))
+    assert doc["branches"]["face"]["model"] == str(tiny["face"]), summary
+    before = h.pipe
+    table, msg = h.switch_models("someone/no-such-model", "")
+    assert msg.startswith("**Models not changed.**") and "someone/no-such-model" in msg and h.pipe is before

@@ -18,7 +18,8 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
 def _add_clip_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-model", default=None,
-                   help="open_clip model name or local-dir:/path (default: $MMFER_CLIP_MODEL, else ViT-B-32)")
+                   help="open_clip model name or local-dir:/path, or hf:<hub id or folder> for a transformers "
+                        "CLIPModel (default: $MMFER_CLIP_MODEL, else ViT-B-32)")
     p.add_argument("--clip-pretrained", default=None, help="open_clip pretrained tag or a local checkpoint file "
                    "(default: $MMFER_CLIP_PRETRAINED, else laion2b_s34b_b79k)")
 

@@ -77,11 +77,12 @@ def _summary(doc: dict[str, Any]) -> str:
 
 
 def status_markdown(status: dict[str, dict[str, Any]]) -> str:
-    rows = ["| branch | model | status |", "|---|---|---|"]
+    rows = ["| branch | model | backend | status |", "|---|---|---|---|"]
     for name, s in status.items():
         state = "loaded" if s["available"] else f"unavailable: {s['reason']}"
-        rows.append(f"| {name} | {s.get('model') or '-'} | {state} |")
-    return "\n".join(rows)
+        rows.append(f"| {name} | {s.get('model') or '-'} | {s.get('backend') or '-'} | {state} |")
+    notes = status.get("fusion", {}).get("notes") or []
+    return "\n".join(rows + [""] + [f"- {n}" for n in notes])
 
 
 class DemoHandlers:
@@ -89,6 +90,21 @@ class DemoHandlers:
 
     def __init__(self, pipeline: Any):
         self.pipe = pipeline
+
+    def switch_models(self, face_model: str | None, audio_model: str | None) -> tuple[str, str]:
+        """Load other face / audio models (mmfer names or folders, transformers hub ids or folders).
+        On failure the current models stay and the message says why."""
+        try:
+            self.pipe = self.pipe.with_models((face_model or "").strip() or None, (audio_model or "").strip() or None)
+        except _expected_errors() as exc:
+            return status_markdown(self.pipe.status()), f"**Models not changed.** {exc}"
+        except Exception as exc:  # noqa: BLE001 - the page must stay up whatever happens
+            log.exception("model switch failed")
+            return status_markdown(self.pipe.status()), f"**Models not changed.** ({type(exc).__name__}): {exc}"
+        status = self.pipe.status()
+        audio = status["audio"]
+        msg = "Models loaded." + ("" if audio["available"] else f" Audio branch unavailable: {audio['reason']}")
+        return status_markdown(status), msg
 
     def image(self, path: str | None) -> tuple:
         import matplotlib.pyplot as plt
@@ -187,7 +203,18 @@ def build_demo(pipeline: Any) -> gr.Blocks:
                     "Face, temporal (video), speech and scene branches fused by late fusion; the contribution "
                     "chart shows each modality's exact additive share of the fused score.")
         with gr.Accordion("Models", open=False):
-            gr.Markdown(status_markdown(status), elem_id="model-status")
+            model_status = gr.Markdown(status_markdown(status), elem_id="model-status")
+            with gr.Row():
+                face_choice = gr.Textbox(label="face model", value=pipeline.opts.get("face_model") or "",
+                                         placeholder="face_lite0, a model folder, or a transformers image "
+                                                     "classifier (hub id or folder)", elem_id="face-model")
+                audio_choice = gr.Textbox(label="audio model", value=pipeline.opts.get("audio_model") or "",
+                                          placeholder="audio_crnn, a model folder, or a transformers audio "
+                                                      "classifier (hub id or folder)", elem_id="audio-model")
+            load_btn = gr.Button("Load models", elem_id="load-models")
+            model_msg = gr.Markdown(elem_id="model-message")
+            load_btn.click(h.switch_models, [face_choice, audio_choice], [model_status, model_msg],
+                           api_name="load_models")
         with gr.Tab("Photo"):
             with gr.Row():
                 with gr.Column():

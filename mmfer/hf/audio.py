@@ -31,6 +31,7 @@ from mmfer.hf.hub import HFModelError, HFSpec, parse_spec, pretrained, require_m
 from mmfer.hf.labels import map_labels
 
 UNMAPPED_NOTE = 0.2  # note a prediction when this much probability went to labels mmfer cannot use
+CHUNK_S = 20.0  # longest stretch the encoder sees at once when caching layer means
 
 
 def active_seconds(samples: np.ndarray, silence_db: float = 45.0, sr: int = SAMPLE_RATE) -> float:
@@ -126,8 +127,10 @@ class SpeechEncoderNet(nn.Module):
         if lengths is None:
             lengths = torch.full((b,), n, dtype=torch.long, device=wave.device)
         mask = torch.arange(n, device=wave.device)[None] < lengths[:, None]
+        # checkpoints whose extractor gives no attention mask (wav2vec2-base: group norm) expect zero padding only
+        use_mask = bool(getattr(self.extractor, "return_attention_mask", True))
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.freeze_backbone):
-            out = self.backbone(wave, attention_mask=mask.long(), output_hidden_states=True)
+            out = self.backbone(wave, attention_mask=mask.long() if use_mask else None, output_hidden_states=True)
         hs = torch.stack(out.hidden_states, 1)
         frames = self.backbone._get_feat_extract_output_lengths(lengths).clamp(1, hs.shape[2])
         return hs, torch.arange(hs.shape[2], device=wave.device)[None] < frames[:, None]
@@ -180,8 +183,20 @@ class EncoderTableCodec:
         x = self.net.prepare(samples)
         if self.mode == "waveform":
             return x[:, None]
-        means = self.net.layer_means(torch.from_numpy(x)[None].to(next(iter(self.net.head.parameters())).device))
-        return means[0].float().cpu().numpy()  # (L+1, D) rows
+        # long recordings in chunks (bounded memory): chunk means weighted by their frame counts
+        step = int(CHUNK_S * self.net.sampling_rate)
+        device = next(iter(self.net.head.parameters())).device
+        total, frames = None, 0
+        for s in range(0, len(x), step):
+            chunk = torch.from_numpy(x[s : s + step])[None].to(device)
+            n = int(self.net.backbone._get_feat_extract_output_lengths(torch.tensor(chunk.shape[1])))
+            if n < 1:
+                continue
+            m = self.net.layer_means(chunk)[0].float().cpu() * n
+            total, frames = (m, n) if total is None else (total + m, frames + n)
+        if total is None:
+            raise ValueError(f"a clip of {len(x)} samples is too short for {self.net.spec.label}")
+        return (total / frames).numpy()  # (L+1, D) rows
 
 
 class HFAudioRecognizer(AudioEmotionRecognizer):
