@@ -172,6 +172,13 @@ def test_speech_encoder_layer_means_are_exact_and_the_frozen_backbone_is_not_sav
     torch.testing.assert_close(direct, cached, atol=1e-5, rtol=1e-4)
     assert not any(k.startswith("backbone.") for k in net.state_dict())
     assert sum(p.numel() for p in net.parameters()) < 2000  # layer weights + head only
+    from mmfer.hf.audio import EncoderTableCodec
+
+    codec = EncoderTableCodec(AudioModelCfg(arch="hf_encoder", hf_model=str(tiny["encoder"])))
+    short, long = voice(200, 1.5), np.tile(voice(200, 1.5), 30)  # 45 s: three chunks
+    direct_means = codec.net.layer_means(torch.from_numpy(codec.net.prepare(short))[None])[0].numpy()
+    np.testing.assert_allclose(codec(short), direct_means, atol=1e-5)
+    assert codec(long).shape == direct_means.shape and np.isfinite(codec(long)).all()
     tuned = SpeechEncoderNet(AudioModelCfg(arch="hf_encoder", hf_model=str(tiny["encoder"]), freeze_backbone=False))
     assert any(k.startswith("backbone.") for k in tuned.state_dict())
 
@@ -249,7 +256,7 @@ def test_attention_pooling_trains_on_input_values(tiny: dict[str, Path], tmp_pat
 # -- scene ---------------------------------------------------------------------------------------
 
 
-def test_transformers_clip_is_a_scene_backend(tiny: dict[str, Path], astronaut: np.ndarray) -> None:
+def test_transformers_clip_is_a_scene_backend(tiny: dict[str, Path], astronaut: np.ndarray, tmp_path: Path) -> None:
     from mmfer.scene.classifier import load_scene_classifier
 
     sc = load_scene_classifier(f"hf:{tiny['clip']}")
@@ -261,6 +268,19 @@ def test_transformers_clip_is_a_scene_backend(tiny: dict[str, Path], astronaut: 
     probs = sc.scores(whole)
     assert probs.shape == (1, 7) and probs.sum() == pytest.approx(1.0, abs=1e-5) and probs.std() > 0
     assert "zero-shot" in sc.name and sc.model.startswith("hf:")
+
+    # a probe on this backend's embeddings names it in its card and reloads it from there
+    from mmfer.scene.probe import fit_probe, save_probe
+
+    rng = np.random.default_rng(0)
+    scenes = [rng.integers(0, 255, (48, 48, 3), dtype=np.uint8) for _ in range(14)]
+    emb = sc.encoder.embed_images(scenes).numpy()
+    probe = fit_probe(emb, np.arange(14) % 7)
+    folder = save_probe(probe, tmp_path / "probe", sc.model, None, masked_faces=True)
+    again = load_scene_classifier(probe=folder)
+    assert again.model == sc.model and "probe" in again.name
+    np.testing.assert_allclose(again.scores(torch.from_numpy(emb)), probe(torch.from_numpy(emb)).softmax(-1).detach(),
+                               atol=1e-6)
 
 
 # -- fusion and the pipeline ---------------------------------------------------------------------
