@@ -436,3 +436,16 @@ def test_demo_switches_to_a_checkpoint_and_keeps_its_models_on_a_bad_name(tiny: 
     before = h.pipe
     table, msg = h.switch_models("someone/no-such-model", "")
     assert msg.startswith("**Models not changed.**") and "someone/no-such-model" in msg and h.pipe is before
+
+
+def test_without_transformers_installed_the_message_says_how_to_get_it(tiny: dict[str, Path],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "transformers" else real(name, *a))
+    from mmfer.hf.branches import load_face_recognizer
+
+    with pytest.raises(HFModelError, match=r"pip install 'mmfer\[hf\]'"):
+        load_face_recognizer(tiny["face"])

@@ -72,14 +72,14 @@ class SpeechEncoderNet(nn.Module):
 
     def __init__(self, cfg: AudioModelCfg):
         super().__init__()
-        from transformers import AutoFeatureExtractor, AutoModel
-
         if cfg.pooling not in ("mean", "attention"):
             raise HFModelError(f"model.pooling must be mean or attention, got {cfg.pooling!r}")
         self.cfg = cfg
         spec = encoder_spec(cfg)
-        config, spec = resolve(spec)
+        config, spec = resolve(spec)  # first: it says so when transformers is missing
         require_modality(config, "speech-encoder", spec)
+        from transformers import AutoFeatureExtractor, AutoModel
+
         self.spec = spec
         self.extractor = pretrained(AutoFeatureExtractor, spec)
         backbone = pretrained(AutoModel, spec)
@@ -203,11 +203,11 @@ class HFAudioRecognizer(AudioEmotionRecognizer):
     """A ready ``AutoModelForAudioClassification`` checkpoint as the audio branch."""
 
     def __init__(self, spec: HFSpec | str, device: str = "auto", window_s: float = 4.0, single_pass_s: float = 10.0):
-        from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
-
         spec = parse_spec(spec) if isinstance(spec, str) else spec
         config, spec = resolve(spec)
         require_modality(config, "audio", spec)
+        from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+
         self.labels = map_labels(config.get("id2label") or {}, spec.label)
         dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
         self.device = torch.device(dev)

@@ -21,12 +21,12 @@ class HFClipSceneEncoder:
     """Embed images (whole scene, or faces masked out) and texts with a transformers CLIP checkpoint."""
 
     def __init__(self, spec: HFSpec | str, device: str = "auto", local_only: bool = False):
-        from transformers import AutoProcessor, CLIPModel
-
         try:
             spec = parse_spec(spec, local_files_only=local_only) if isinstance(spec, str) else spec
             config, spec = resolve(spec)
             require_modality(config, "scene", spec)
+            from transformers import AutoProcessor, CLIPModel
+
             self.processor = pretrained(AutoProcessor, spec)
             model = pretrained(CLIPModel, spec)
         except HFModelError as exc:

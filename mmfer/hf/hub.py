@@ -169,6 +169,11 @@ def resolve(spec: HFSpec) -> tuple[dict[str, Any], HFSpec]:
     Returns the config as a dict and the spec to load the rest with (``local_files_only`` set when
     only the cache could be used). Refuses checkpoints that need remote code or have no safetensors.
     """
+    import importlib.util
+
+    if importlib.util.find_spec("transformers") is None:
+        raise HFModelError(f"{spec.label}: transformers checkpoints need the transformers package: "
+                           "pip install 'mmfer[hf]' (or transformers>=5.17)")
     tried: list[str] = []
     if spec.is_local:
         cfg_file = Path(spec.source).expanduser() / "config.json"

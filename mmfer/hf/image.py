@@ -52,11 +52,11 @@ class HFFaceRecognizer(FaceEmotionRecognizer):
 
     def __init__(self, spec: HFSpec | str, detector: Any = "auto", device: str = "auto", tta_flip: bool = False,
                  yunet_model: str | Path | None = None):
-        from transformers import AutoImageProcessor, AutoModelForImageClassification
-
         spec = parse_spec(spec) if isinstance(spec, str) else spec
         config, spec = resolve(spec)
         require_modality(config, "face", spec)
+        from transformers import AutoImageProcessor, AutoModelForImageClassification
+
         self.labels = map_labels(config.get("id2label") or {}, spec.label)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
