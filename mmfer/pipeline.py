@@ -185,9 +185,6 @@ class EmotionPipeline:
         if not self.opts["temporal"]:
             raise _Unavailable("switched off")
         try:
-            if getattr(self.face, "colour_crops", False):
-                raise _Unavailable("the temporal head reads mmfer's own face CNN, and the face model is a "
-                                   "transformers checkpoint")
             loaded = load_video_model(self.opts["temporal_model"])
             _, card, vcfg = loaded
             if not vcfg.model.finetune:

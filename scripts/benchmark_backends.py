@@ -169,27 +169,25 @@ def markdown(doc: dict) -> str:
              + (f", GPU {m['gpu']}" if m["gpu"] else ""), "",
              "transformers models: base-size default configs, random weights (speed only), loaded through mmfer's "
              "loaders. Median of repeated calls after a warm-up.", ""]
-    face = [r for r in doc["results"] if r["branch"] == "face"]
-    if face:
-        b = doc["batch"]
-        lines += ["## Face (detected crops -> 7 emotions)", "", f"| model | params (M) | batch 1 faces/s | batch {b} "
-                  "faces/s |", "|---|---:|---:|---:|"]
-        lines += [f"| {r['model']} | {r['parameters_m']:.1f} | {r['batch1_per_s']:.1f} | {r[f'batch{b}_per_s']:.1f} |"
-                  for r in face]
-        lines.append("")
-    audio = [r for r in doc["results"] if r["branch"] == "audio"]
-    if audio:
-        lines += ["## Audio (a 4-second clip through predict_samples)", "", "| model | params (M) | ms per clip | "
-                  "x real time |", "|---|---:|---:|---:|"]
-        lines += [f"| {r['model']} | {r['parameters_m']:.1f} | {r['clip_4s_ms']:.1f} | {r['x_real_time']:.0f} |"
-                  for r in audio]
-        lines.append("")
-    scene = [r for r in doc["results"] if r["branch"] == "scene"]
-    if scene:
-        lines += ["## Scene (640x480 photo, face masked -> CLIP embedding)", "", "| backend | batch 1 images/s | "
-                  "batch 8 images/s |", "|---|---:|---:|"]
-        lines += [f"| {r['model']} | {r['batch1_per_s']:.1f} | {r['batch8_per_s']:.1f} |" for r in scene]
-    return "\n".join(lines) + "\n"
+    b = doc["batch"]
+    tables = [  # branch, heading, columns, one row
+        ("face", "Face (detected crops -> 7 emotions)",
+         ["model", "params (M)", "batch 1 faces/s", f"batch {b} faces/s"],
+         lambda r: [r["model"], f"{r['parameters_m']:.1f}", f"{r['batch1_per_s']:.1f}", f"{r[f'batch{b}_per_s']:.1f}"]),
+        ("audio", "Audio (a 4-second clip through predict_samples)",
+         ["model", "params (M)", "ms per clip", "x real time"],
+         lambda r: [r["model"], f"{r['parameters_m']:.1f}", f"{r['clip_4s_ms']:.1f}", f"{r['x_real_time']:.0f}"]),
+        ("scene", "Scene (640x480 photo, face masked -> CLIP embedding)",
+         ["backend", "batch 1 images/s", "batch 8 images/s"],
+         lambda r: [r["model"], f"{r['batch1_per_s']:.1f}", f"{r['batch8_per_s']:.1f}"]),
+    ]
+    for branch, heading, columns, row in tables:
+        rows = [r for r in doc["results"] if r["branch"] == branch]
+        if rows:
+            lines += [f"## {heading}", "", "| " + " | ".join(columns) + " |",
+                      "|---|" + "---:|" * (len(columns) - 1)]
+            lines += ["| " + " | ".join(row(r)) + " |" for r in rows] + [""]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def main() -> None:

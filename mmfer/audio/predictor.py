@@ -79,6 +79,10 @@ class AudioEmotionRecognizer:
         """Class probabilities and seconds of sound of one clip (None when it is silent)."""
         if samples.size == 0 or float(np.abs(samples).max()) < SILENCE_PEAK:
             return None, 0.0
+        return self._classify(samples)
+
+    def _classify(self, samples: np.ndarray) -> tuple[np.ndarray | None, float]:
+        """A clip with sound -> probabilities over ``classes`` and its seconds of sound."""
         if getattr(self.model, "takes_waveform", False):  # a transformers encoder (mmfer.hf.audio)
             from mmfer.hf.audio import active_seconds
 

@@ -108,14 +108,15 @@ def ravdess_recordings_set(recognizer: Any, data_root: str | None, limit: int | 
     from mmfer.data.ravdess import find_ravdess
     from mmfer.emotions import audio_label, fold_to_canonical
 
-    items = find_ravdess(data_root, channel="speech")[:limit] if limit else find_ravdess(data_root, channel="speech")
+    items = find_ravdess(data_root, channel="speech")[:limit]  # limit None: all
     y, probs = [], []
     for it in items:
         pred = recognizer.predict_file(it.path)
         if pred.emotion is None:
             continue
         canon = fold_to_canonical(pred.probabilities)
-        y.append(EMOTIONS.index(EXTRA_CLASSES.get(audio_label(it.label, "ravdess"), audio_label(it.label, "ravdess"))))
+        label = audio_label(it.label, "ravdess")
+        y.append(EMOTIONS.index(EXTRA_CLASSES.get(label, label)))
         probs.append([canon[e] for e in EMOTIONS])
     name = recognizer.card.get("name")
     ds = LabelledSet("ravdess", f"RAVDESS speech, {len(y)} clips, scored as-is by {name} (a transformers "

@@ -63,6 +63,9 @@ def face_model_probs(model: str | Path | None, images: np.ndarray, tta_flip: boo
             raise ValueError("no images to predict")
         return rec.predict_crops(np.asarray(images)), rec.card
     net, card = load_face_model(model, device=device)
+    if tuple(card.get("classes", ())) != EMOTIONS:
+        raise ValueError(f"model {card.get('_dir', model)} predicts {card.get('classes')}, but FER-2013 scoring "
+                         f"needs exactly the canonical classes in order {list(EMOTIONS)}")
     tta = bool(card.get("config", {}).get("tta_flip", False)) if tta_flip is None else tta_flip
     return predict_probs(net, images, tta_flip=tta, device=device), card
 
@@ -94,16 +97,6 @@ def evaluate_face(model_name_or_dir: str | Path | None, split: str = "PrivateTes
         out_dir: report folder; default ``reports/face/<model name>/<split>[_tta]``.
         limit: evaluate only the first ``limit`` rows of the split (a quick check, not a full score).
     """
-    from mmfer.hf.hub import is_hf_spec
-
-    if not is_hf_spec(model_name_or_dir):
-        _, card = load_face_model(model_name_or_dir, device=device)
-        classes = tuple(card.get("classes", ()))
-        if classes != EMOTIONS:
-            raise ValueError(
-                f"model {card.get('_dir', model_name_or_dir)} predicts {list(classes)}, but FER-2013 evaluation "
-                f"needs exactly the canonical classes in order {list(EMOTIONS)}"
-            )
     split = FOLDER_SPLITS.get(split, split)
     data = load_fer2013(split, root=data_root, labels=labels)
     images, y_true = data.images, data.labels

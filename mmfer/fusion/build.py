@@ -60,9 +60,9 @@ def face_calibration(model: str | None, data_root: str | None, device: str = "cp
     from mmfer.evaluation.face_eval import face_model_probs
 
     val, test = load_fer2013("PublicTest", data_root), load_fer2013("PrivateTest", data_root)
-    kw = {"device": device, "local_files_only": local_files_only, "trust_remote_code": trust_remote_code}
-    p_val, card = face_model_probs(model, val.images, **kw)
-    p_test, _ = face_model_probs(model, test.images, **kw)
+    probs, card = face_model_probs(model, np.concatenate([val.images, test.images]), device=device,
+                                   local_files_only=local_files_only, trust_remote_code=trust_remote_code)
+    p_val, p_test = probs[: len(val.labels)], probs[len(val.labels):]
     cal = calibrate(p_val, val.labels, "FER-2013 PublicTest").to_dict()
     cal["held_out_ece_before"] = round(expected_calibration_error(test.labels, p_test), 4)
     cal["held_out_ece_after"] = round(expected_calibration_error(

@@ -230,11 +230,7 @@ class HFAudioRecognizer(AudioEmotionRecognizer):
         self._notes: list[str] = []
 
     @torch.no_grad()
-    def _score(self, samples: np.ndarray) -> tuple[np.ndarray | None, float]:
-        from mmfer.audio.predictor import SILENCE_PEAK
-
-        if samples.size == 0 or float(np.abs(samples).max()) < SILENCE_PEAK:
-            return None, 0.0
+    def _classify(self, samples: np.ndarray) -> tuple[np.ndarray | None, float]:
         x = _resample(np.asarray(samples, np.float32), self.sampling_rate)
         inputs = self.extractor(x, sampling_rate=self.sampling_rate, return_tensors="pt")
         logits = self.model(**{k: v.to(self.device) for k, v in inputs.items()}).logits

@@ -59,7 +59,3 @@ def load_audio_recognizer(name: str | Path | None = None, device: str = "auto", 
 
     return AudioEmotionRecognizer(name, device=device)
 
-
-def backend_of(recognizer: Any) -> str:
-    """``transformers`` or ``mmfer`` (what the models panel and reports show)."""
-    return str(getattr(recognizer, "card", {}).get("backend", "mmfer"))

@@ -82,10 +82,6 @@ class HFFaceRecognizer(FaceEmotionRecognizer):
                               "crop (box + 20% margin, eyes levelled), then the checkpoint's processor"},
         }
         self._detector, self._yunet_model = detector, yunet_model
-        self._optimize, self._fast = False, None
-
-    def _net(self) -> torch.nn.Module:
-        return self.model
 
     def embed_crops(self, crops: Any, batch_size: int = 256) -> np.ndarray:
         raise HFModelError(f"{self.spec.label}: mmfer's temporal heads read the embeddings of mmfer's own face CNN; "
