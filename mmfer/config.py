@@ -61,6 +61,12 @@ class OptimCfg:
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
     mixup_alpha: float = 0.0
+    # Stochastic weight averaging (Lightning's callback): from this 0-based epoch on the learning
+    # rate goes (over one epoch) to a constant swa_lr and the weights at the start of every epoch
+    # are averaged; after the last epoch BatchNorm statistics are recomputed for the average,
+    # which is validated like any other epoch. None: off.
+    swa_start_epoch: int | None = None
+    swa_lr: float | None = None  # None: optim.lr
 
 
 @dataclasses.dataclass
@@ -89,6 +95,9 @@ class FaceTrainCfg:
     optim: OptimCfg = dataclasses.field(default_factory=OptimCfg)
     trainer: TrainerCfg = dataclasses.field(default_factory=TrainerCfg)
     tta_flip: bool = True
+    # Test-time augmentation also averages centre crops covering these fractions of the face,
+    # resized back (each with its mirror when tta_flip); used by validation and inference alike.
+    tta_zooms: list[float] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass

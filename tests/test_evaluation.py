@@ -191,6 +191,47 @@ def test_predict_probs_tta(tiny_net: torch.nn.Module) -> None:
     assert np.allclose(predict_probs(tiny_net, sym), predict_probs(tiny_net, sym, tta_flip=True), atol=1e-6)
 
 
+def test_predict_probs_zoom_tta_averages_every_view(tiny_net: torch.nn.Module) -> None:
+    from mmfer.face.models import centre_zoom
+
+    images = np.random.default_rng(4).integers(0, 256, (6, 48, 48), dtype=np.uint8)
+    x = torch.from_numpy(images).float().div(255).unsqueeze(1)
+    # A zoom of 0.5 is the middle 24x24 pixels, resized back to 48x48; 1.0 is the face itself.
+    assert torch.equal(centre_zoom(x, 1.0), x)
+    middle = torch.nn.functional.interpolate(x[..., 12:36, 12:36], size=(48, 48), mode="bilinear")
+    assert torch.allclose(centre_zoom(x, 0.5), middle)
+    with pytest.raises(ValueError, match="zoom"):
+        centre_zoom(x, 1.5)
+    views = [images, *(centre_zoom(x, z)[:, 0].mul(255).round().clamp(0, 255).to(torch.uint8).numpy()
+                       for z in (0.9, 0.8))]
+    zoomed = predict_probs(tiny_net, images, tta_flip=True, tta_zooms=(0.9, 0.8), batch_size=4)
+    assert np.allclose(zoomed.sum(1), 1.0, atol=1e-5)
+    # Same as averaging the flip TTA of each view (up to the uint8 rounding of the zoomed views).
+    by_view = np.mean([predict_probs(tiny_net, v, tta_flip=True) for v in views], axis=0)
+    assert np.abs(zoomed - by_view).max() < 0.02
+    assert not np.allclose(zoomed, predict_probs(tiny_net, images, tta_flip=True), atol=1e-4)
+
+
+def test_card_zooms_apply_with_tta_only(tmp_path: Path) -> None:
+    from mmfer.face.predictor import FaceEmotionRecognizer
+
+    model_dir = _save_tiny(tmp_path / "model")
+    card = json.loads((model_dir / "card.json").read_text())
+    card["config"]["tta_zooms"] = [0.85]
+    (model_dir / "card.json").write_text(json.dumps(card))
+    _image_folder(tmp_path / "data", per_class=2)
+    on = evaluate_face(str(model_dir), split="test", data_root=tmp_path / "data", tta_flip=True, out_dir=tmp_path / "a")
+    off = evaluate_face(str(model_dir), split="test", data_root=tmp_path / "data", out_dir=tmp_path / "b")
+    assert on["meta"]["tta_zooms"] == [0.85] and off["meta"]["tta_zooms"] == []
+    assert "zooms 0.85" in (tmp_path / "a" / "report.md").read_text()
+    crops = np.random.default_rng(5).integers(0, 256, (4, 48, 48), dtype=np.uint8)
+    rec, plain = FaceEmotionRecognizer(model_dir, optimize=False), FaceEmotionRecognizer(model_dir, tta_flip=False)
+    net = rec.model
+    expected = predict_probs(net, crops, tta_flip=True, tta_zooms=[0.85])
+    assert np.allclose(rec.predict_crops(crops), expected, atol=1e-5)
+    assert np.allclose(plain.predict_crops(crops), predict_probs(net, crops), atol=1e-4)
+
+
 def _save_tiny(out: Path, num_classes: int = len(EMOTIONS), name: str = "tiny_eval") -> Path:
     torch.manual_seed(0)
     cfg = FaceTrainCfg(name=name, model=ModelCfg(arch="tiny", pretrained=False, num_classes=num_classes))

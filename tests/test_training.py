@@ -147,3 +147,32 @@ def test_a_second_stage_starts_from_a_trained_model(tmp_path: Path) -> None:
     second.data.image_size = 64  # a different input size is a different model: refused, with the reason
     with pytest.raises(ModelLoadError, match="image_size"):
         FaceClassifier(second)
+
+
+@needs_fer
+def test_weight_averaging_validates_the_average_after_the_last_epoch(tmp_path: Path) -> None:
+    cfg = smoke_cfg(**{"model.arch": "tiny", "model.pretrained": "false", "data.limit_train": "512",
+                       "data.limit_val": "256", "trainer.epochs": "2", "optim.swa_start_epoch": "0",
+                       "optim.swa_lr": "0.0005", "optim.warmup_epochs": "0"})
+    metrics = train_face(cfg, tmp_path)
+    rows = list(csv.DictReader((tmp_path / "logs" / "version_0" / "metrics.csv").open()))
+    # Epoch 2 is Lightning's extra pass: BatchNorm statistics for the averaged weights, then their validation.
+    assert sorted({int(r["epoch"]) for r in rows if r.get("val/acc")}) == [0, 1, 2]
+    lrs = [float(v) for r in rows for k, v in r.items() if k.startswith("lr-") and v]
+    assert lrs and lrs[-1] == pytest.approx(0.0005)  # the constant averaging rate replaced the cosine
+    assert metrics["swa"]["snapshots_averaged"] == 2
+    assert metrics["swa"]["selected_average"] == (metrics["best_epoch"] == 2)
+    card = json.loads((tmp_path / "model" / "card.json").read_text())
+    assert card["metrics"]["swa"] == metrics["swa"] and card["config"]["optim"]["swa_start_epoch"] == 0
+
+
+def test_weight_averaging_must_start_within_the_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    def train(*sets: str) -> int:
+        return cli(["train", "face", "--config", str(SMOKE), "--out", str(tmp_path / "run"),
+                    *[a for s in sets for a in ("--set", s)]])
+
+    assert train("optim.swa_start_epoch=3") == 2  # the smoke recipe runs 3 epochs: 0, 1, 2
+    assert "optim.swa_start_epoch" in capsys.readouterr().err
+    assert train("optim.swa_start_epoch=0") == 2  # its warmup would hand SWA a learning rate of ~0
+    assert "optim.warmup_epochs=0" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

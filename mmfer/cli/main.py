@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="audio CV: override a config value (repeatable)")
     ev.add_argument("--split", default="PrivateTest", help="face: Training | PublicTest | PrivateTest")
     ev.add_argument("--labels", default="fer2013", choices=["fer2013", "ferplus"], help="label source")
-    ev.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False, help="flip test-time augmentation")
+    ev.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
+                    help="test-time augmentation: the mirrored face plus the centre zooms the model card lists")
     ev.add_argument("--out", help="report folder (default: reports/face/<model>/<split>)")
     ev.add_argument("--limit", type=int, help="first N samples only (quick checks)")
     _add_data_root(ev)
@@ -119,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_hf_options(pr)
     pr.add_argument("--detector", default="auto", choices=["auto", "yunet", "haar"])
     pr.add_argument("--yunet-model", help="YuNet ONNX file (default: $MMFER_YUNET_MODEL, cache, download)")
-    pr.add_argument("--no-tta", action="store_true", help="no flip test-time augmentation")
+    pr.add_argument("--no-tta", action="store_true", help="no test-time augmentation (one view per face: faster)")
     pr.add_argument("--device", default="auto")
 
     tl = sub.add_parser("timeline", help="face emotion over time in a video: JSON, CSV and a plot")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,13 @@ from mmfer.face.models import predict_softmax
 
 @torch.no_grad()
 def predict_probs(model: torch.nn.Module, images_uint8: np.ndarray, batch_size: int = 256,
-                  tta_flip: bool = False, device: str | torch.device = "cpu") -> np.ndarray:
+                  tta_flip: bool = False, device: str | torch.device = "cpu",
+                  tta_zooms: Sequence[float] = ()) -> np.ndarray:
     """Softmax probabilities (N, K) float32 for grey uint8 faces (N, H, W).
 
     The model is moved to ``device`` and run in eval mode (its previous train/eval mode is
-    restored). With ``tta_flip`` the softmax of each face and of its horizontal mirror are averaged.
+    restored). With ``tta_flip`` the softmax of each face and of its horizontal mirror are averaged;
+    ``tta_zooms`` adds centre crops (see :func:`~mmfer.face.models.predict_softmax`).
     """
     images = np.asarray(images_uint8)
     if images.ndim == 4 and images.shape[1] == 1:
@@ -39,7 +42,7 @@ def predict_probs(model: torch.nn.Module, images_uint8: np.ndarray, batch_size: 
         for start in range(0, len(images), batch_size):
             batch = np.ascontiguousarray(images[start:start + batch_size])
             x = torch.from_numpy(batch).to(device).float().div_(255.0).unsqueeze(1)
-            out.append(predict_softmax(model, x, tta_flip).cpu().numpy())
+            out.append(predict_softmax(model, x, tta_flip, tta_zooms).cpu().numpy())
     finally:
         model.train(was_training)
     if not out:
@@ -49,9 +52,11 @@ def predict_probs(model: torch.nn.Module, images_uint8: np.ndarray, batch_size: 
 
 def face_model_probs(model: str | Path | None, images: np.ndarray, tta_flip: bool | None = None,
                      device: str | torch.device = "cpu", local_files_only: bool = False,
-                     trust_remote_code: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+                     trust_remote_code: bool = False,
+                     tta_zooms: Sequence[float] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """(N, 7) probabilities of any face model (mmfer's, or a transformers checkpoint) on grey FER-style
-    faces, and its card. ``tta_flip`` None: what the model card says (transformers: off)."""
+    faces, and its card. ``tta_flip`` None: what the model card says (transformers: off).
+    ``tta_zooms`` None: the card's centre zooms when TTA is on, none when it is off."""
     from mmfer.hf.hub import is_hf_spec
 
     if is_hf_spec(model):
@@ -67,7 +72,18 @@ def face_model_probs(model: str | Path | None, images: np.ndarray, tta_flip: boo
         raise ValueError(f"model {card.get('_dir', model)} predicts {card.get('classes')}, but FER-2013 scoring "
                          f"needs exactly the canonical classes in order {list(EMOTIONS)}")
     tta = bool(card.get("config", {}).get("tta_flip", False)) if tta_flip is None else tta_flip
-    return predict_probs(net, images, tta_flip=tta, device=device), card
+    zooms = card_tta_zooms(card) if tta_zooms is None and tta else list(tta_zooms or ())
+    return predict_probs(net, images, tta_flip=tta, device=device, tta_zooms=zooms), card
+
+
+def card_tta_zooms(card: dict[str, Any]) -> list[float]:
+    """The centre zooms a model card's TTA averages (none for cards written before they existed)."""
+    return [float(z) for z in card.get("config", {}).get("tta_zooms", [])]
+
+
+def tta_label(tta_flip: bool, zooms: Sequence[float]) -> str:
+    parts = (["flip"] if tta_flip else []) + ([f"zooms {', '.join(f'{z:g}' for z in zooms)}"] if zooms else [])
+    return " + ".join(parts) if parts else "none"
 
 
 def _display_path(path: str | None) -> str | None:
@@ -84,7 +100,7 @@ def evaluate_face(model_name_or_dir: str | Path | None, split: str = "PrivateTes
                   data_root: str | Path | None = None, labels: str = "fer2013", tta_flip: bool = False,
                   out_dir: str | Path | None = None, batch_size: int = 256, limit: int | None = None,
                   device: str | torch.device = "cpu", local_files_only: bool = False,
-                  trust_remote_code: bool = False) -> dict[str, Any]:
+                  trust_remote_code: bool = False, tta_zooms: Sequence[float] | None = None) -> dict[str, Any]:
     """Evaluate a face model on one FER-2013 split; write and return the report (with ``"paths"``).
 
     Args:
@@ -93,7 +109,9 @@ def evaluate_face(model_name_or_dir: str | Path | None, split: str = "PrivateTes
         split: Training, PublicTest or PrivateTest (train/val/test accepted).
         data_root: dataset root (default ``$MMFER_DATA_ROOT``, then ``./data``).
         labels: fer2013, ferplus or ferplus-soft (soft labels are scored by their majority class).
-        tta_flip: average predictions with the horizontally mirrored face.
+        tta_flip: test-time augmentation: average predictions with the horizontally mirrored face
+            and the centre zooms the model card lists (``tta_zooms``).
+        tta_zooms: centre zooms to average instead of the card's (with ``tta_flip``: also mirrored).
         out_dir: report folder; default ``reports/face/<model name>/<split>[_tta]``.
         limit: evaluate only the first ``limit`` rows of the split (a quick check, not a full score).
     """
@@ -106,7 +124,9 @@ def evaluate_face(model_name_or_dir: str | Path | None, split: str = "PrivateTes
             raise ValueError("limit must be >= 1 (or None for the whole split)")
         images, y_true = images[:limit], y_true[:limit]
     probs, card = face_model_probs(model_name_or_dir, images, tta_flip=tta_flip, device=device,
-                                   local_files_only=local_files_only, trust_remote_code=trust_remote_code)
+                                   local_files_only=local_files_only, trust_remote_code=trust_remote_code,
+                                   tta_zooms=tta_zooms)
+    zooms = (card_tta_zooms(card) if tta_flip else []) if tta_zooms is None else list(tta_zooms)
     report = classification_report(y_true, probs, EMOTIONS)
     name = str(card.get("name") or Path(card["_dir"]).name)
     if "labels" in card:  # a transformers checkpoint: how its labels were read
@@ -125,6 +145,7 @@ def evaluate_face(model_name_or_dir: str | Path | None, split: str = "PrivateTes
         "data_hash": data.data_hash,
         "split": split,
         "tta": tta_flip,
+        "tta_zooms": zooms,
         "n": report["n"],
         "split_size": total,
         "limit": limit,
@@ -132,6 +153,7 @@ def evaluate_face(model_name_or_dir: str | Path | None, split: str = "PrivateTes
         if limit is not None and limit < total else "full split",
         "device": str(device),
     }
-    title = f"Face model {name}: FER-2013 {split}" + (" (flip TTA)" if tta_flip else "")
+    views = tta_label(tta_flip, zooms)
+    title = f"Face model {name}: FER-2013 {split}" + (f" (TTA: {views})" if views != "none" else "")
     paths = write_report(report, out_dir, title, meta, y_true=y_true, probs=probs)
     return {**report, "meta": meta, "paths": paths}

@@ -30,6 +30,7 @@ def preprocessing_spec(cfg: FaceTrainCfg) -> dict[str, Any]:
         "crop": "detector box enlarged by the margin in mmfer.face.detect, squared, eye-aligned when landmarks exist",
         "network_input_size": cfg.data.image_size,
         "tta_flip": cfg.tta_flip,
+        "tta_zooms": list(cfg.tta_zooms),
     }
 
 

@@ -68,7 +68,8 @@ class FaceEmotionRecognizer:
         model: a shipped model name (``face_lite0``) or a folder with model.safetensors + card.json.
         detector: a :class:`~mmfer.face.detect.FaceDetector`, or a backend name (auto, yunet, haar).
         device: ``cpu``, ``cuda`` or ``auto``.
-        tta_flip: average with the mirrored face; default: what the model card says.
+        tta_flip: test-time augmentation (the mirrored face, and the centre zooms the card lists in
+            ``tta_zooms``); default: what the model card says. False: one view per face.
         yunet_model: path of a YuNet ONNX file (otherwise the user cache / a download / Haar).
         optimize: on CPU, run a frozen TorchScript copy of the net (batch-norm folded into the
             convolutions, oneDNN kernels): about 2x the throughput, same outputs to ~1e-6.
@@ -85,6 +86,7 @@ class FaceEmotionRecognizer:
         self.model, self.card = load_face_model(model, self.device)
         self.classes: tuple[str, ...] = tuple(self.card["classes"])
         self.tta_flip = bool(self.card.get("config", {}).get("tta_flip", True)) if tta_flip is None else tta_flip
+        self.tta_zooms = [float(z) for z in self.card.get("config", {}).get("tta_zooms", [])]
         self._detector = detector
         self._yunet_model = yunet_model
         self._optimize = optimize and self.device.type == "cpu"
@@ -136,7 +138,7 @@ class FaceEmotionRecognizer:
         out, net = [], self._net()
         for i in range(0, len(arr), batch_size):
             x = torch.from_numpy(arr[i : i + batch_size]).to(self.device).float().div_(255).unsqueeze(1)
-            out.append(predict_softmax(net, x, self.tta_flip).cpu().numpy())
+            out.append(predict_softmax(net, x, self.tta_flip, self.tta_zooms if self.tta_flip else ()).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
 
     def _wrap(self, probs: np.ndarray, faces: Sequence[Any] | None = None) -> list[FacePrediction]:

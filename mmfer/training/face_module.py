@@ -14,7 +14,7 @@ from mmfer.data.face_dataset import FaceArrayDataset, train_transform
 from mmfer.data.fer2013 import FaceArrays, load_fer2013
 from mmfer.emotions import NUM_EMOTIONS
 from mmfer.face.artifact import init_from_trained
-from mmfer.face.models import create_model
+from mmfer.face.models import create_model, predict_softmax
 from mmfer.training.optim import configure_optimizer
 
 
@@ -113,9 +113,10 @@ class FaceClassifier(L.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
         x, y = batch
-        logits = self(x)
-        if self.cfg.tta_flip:
-            logits = (logits.softmax(1) + self(x.flip(-1)).softmax(1)).log()
+        if self.cfg.tta_flip or self.cfg.tta_zooms:  # select checkpoints under the TTA used at inference
+            logits = predict_softmax(self, x, self.cfg.tta_flip, self.cfg.tta_zooms).log()
+        else:
+            logits = self(x)
         self.val_acc(logits, y)
         self.val_f1(logits, y)
         self.log("val/loss", F.cross_entropy(logits.float(), y), sync_dist=True)
