@@ -94,9 +94,9 @@ class FaceTrainCfg:
     augment: AugmentCfg = dataclasses.field(default_factory=AugmentCfg)
     optim: OptimCfg = dataclasses.field(default_factory=OptimCfg)
     trainer: TrainerCfg = dataclasses.field(default_factory=TrainerCfg)
-    tta_flip: bool = True
-    # Test-time augmentation also averages centre crops covering these fractions of the face,
-    # resized back (each with its mirror when tta_flip); used by validation and inference alike.
+    tta_flip: bool = True  # test-time augmentation (validation and inference): the mirrored face
+    # With tta_flip, also centre crops covering these fractions of the face, resized back, and
+    # their mirrors.
     tta_zooms: list[float] = dataclasses.field(default_factory=list)
 
 

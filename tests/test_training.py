@@ -166,7 +166,7 @@ def test_weight_averaging_validates_the_average_after_the_last_epoch(tmp_path: P
     assert card["metrics"]["swa"] == metrics["swa"] and card["config"]["optim"]["swa_start_epoch"] == 0
 
 
-def test_weight_averaging_must_start_within_the_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_bad_swa_or_tta_settings_are_rejected_before_training(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     def train(*sets: str) -> int:
         return cli(["train", "face", "--config", str(SMOKE), "--out", str(tmp_path / "run"),
                     *[a for s in sets for a in ("--set", s)]])
@@ -175,4 +175,6 @@ def test_weight_averaging_must_start_within_the_run(tmp_path: Path, capsys: pyte
     assert "optim.swa_start_epoch" in capsys.readouterr().err
     assert train("optim.swa_start_epoch=0") == 2  # its warmup would hand SWA a learning rate of ~0
     assert "optim.warmup_epochs=0" in capsys.readouterr().err
+    assert train("tta_zooms=[0.9,1.2]") == 2
+    assert "tta_zooms" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()

@@ -113,8 +113,8 @@ class FaceClassifier(L.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
         x, y = batch
-        if self.cfg.tta_flip or self.cfg.tta_zooms:  # select checkpoints under the TTA used at inference
-            logits = predict_softmax(self, x, self.cfg.tta_flip, self.cfg.tta_zooms).log()
+        if self.cfg.tta_flip:  # select checkpoints under the TTA used at inference
+            logits = predict_softmax(self, x, True, self.cfg.tta_zooms).log()
         else:
             logits = self(x)
         self.val_acc(logits, y)

@@ -78,6 +78,8 @@ def train_face(cfg: FaceTrainCfg, out_dir: str | Path, resume: bool = True,
     """
     out = Path(out_dir)
     t = cfg.trainer
+    if any(not 0 < z <= 1 for z in cfg.tta_zooms):
+        raise ConfigError(f"tta_zooms must be fractions in (0, 1], got {cfg.tta_zooms}")
     swa_callbacks = _swa(cfg)  # validated before any data is read
     if t.threads:
         torch.set_num_threads(t.threads)
