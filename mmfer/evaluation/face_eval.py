@@ -72,13 +72,18 @@ def face_model_probs(model: str | Path | None, images: np.ndarray, tta_flip: boo
         raise ValueError(f"model {card.get('_dir', model)} predicts {card.get('classes')}, but FER-2013 scoring "
                          f"needs exactly the canonical classes in order {list(EMOTIONS)}")
     tta = bool(card.get("config", {}).get("tta_flip", False)) if tta_flip is None else tta_flip
-    zooms = card_tta_zooms(card) if tta_zooms is None and tta else list(tta_zooms or ())
+    zooms = tta_zooms_for(card, tta, tta_zooms)
     return predict_probs(net, images, tta_flip=tta, device=device, tta_zooms=zooms), card
 
 
-def card_tta_zooms(card: dict[str, Any]) -> list[float]:
-    """The centre zooms a model card's TTA averages (none for cards written before they existed)."""
-    return [float(z) for z in card.get("config", {}).get("tta_zooms", [])]
+def tta_zooms_for(card: dict[str, Any], tta: bool, tta_zooms: Sequence[float] | None = None) -> list[float]:
+    """The centre zooms a prediction averages: ``tta_zooms`` when given, else the card's when TTA is on
+    (none for transformers checkpoints, and for cards written before zooms existed)."""
+    if card.get("backend", "mmfer") != "mmfer":
+        return []
+    if tta_zooms is not None:
+        return [float(z) for z in tta_zooms]
+    return [float(z) for z in card.get("config", {}).get("tta_zooms", [])] if tta else []
 
 
 def tta_label(tta_flip: bool, zooms: Sequence[float]) -> str:
@@ -126,7 +131,7 @@ def evaluate_face(model_name_or_dir: str | Path | None, split: str = "PrivateTes
     probs, card = face_model_probs(model_name_or_dir, images, tta_flip=tta_flip, device=device,
                                    local_files_only=local_files_only, trust_remote_code=trust_remote_code,
                                    tta_zooms=tta_zooms)
-    zooms = (card_tta_zooms(card) if tta_flip else []) if tta_zooms is None else list(tta_zooms)
+    zooms = tta_zooms_for(card, tta_flip, tta_zooms)
     report = classification_report(y_true, probs, EMOTIONS)
     name = str(card.get("name") or Path(card["_dir"]).name)
     if "labels" in card:  # a transformers checkpoint: how its labels were read
