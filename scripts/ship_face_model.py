@@ -19,6 +19,7 @@ from pathlib import Path
 from mmfer.config import FaceTrainCfg, from_dict
 from mmfer.evaluation.face_eval import evaluate_face, tta_label
 from mmfer.face.artifact import preprocessing_spec
+from mmfer.face.models import check_zooms
 from mmfer.paths import WEIGHTS_DIR
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,12 +28,10 @@ DEFAULT_CANDIDATES = ["", "0.9", "0.9,0.8"]
 
 def _zooms(text: str) -> list[float]:
     try:
-        zooms = [float(z) for z in text.split(",") if z.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated fractions like 0.9,0.8") from None
-    if any(not 0 < z <= 1 for z in zooms):
-        raise argparse.ArgumentTypeError(f"{text!r}: zoom fractions must be in (0, 1]")
-    return zooms
+        return check_zooms([float(z) for z in text.split(",") if z.strip()])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated fractions in (0, 1] like 0.9,0.8 "
+                                         f"({exc})") from None
 
 
 def choose_zooms(model_dir: Path, candidates: list[list[float]], data_root: str | None,

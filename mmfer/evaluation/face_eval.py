@@ -13,7 +13,7 @@ from mmfer.data.fer2013 import FOLDER_SPLITS, load_fer2013
 from mmfer.emotions import EMOTIONS
 from mmfer.evaluation.metrics import classification_report
 from mmfer.evaluation.report import write_report
-from mmfer.face.artifact import load_face_model
+from mmfer.face.artifact import card_tta_zooms, load_face_model
 from mmfer.face.models import predict_softmax
 
 
@@ -78,12 +78,12 @@ def face_model_probs(model: str | Path | None, images: np.ndarray, tta_flip: boo
 
 def tta_zooms_for(card: dict[str, Any], tta: bool, tta_zooms: Sequence[float] | None = None) -> list[float]:
     """The centre zooms a prediction averages: ``tta_zooms`` when given, else the card's when TTA is on
-    (none for transformers checkpoints, and for cards written before zooms existed)."""
+    (none for transformers checkpoints)."""
     if card.get("backend", "mmfer") != "mmfer":
         return []
     if tta_zooms is not None:
         return [float(z) for z in tta_zooms]
-    return [float(z) for z in card.get("config", {}).get("tta_zooms", [])] if tta else []
+    return card_tta_zooms(card) if tta else []
 
 
 def tta_label(tta_flip: bool, zooms: Sequence[float]) -> str:

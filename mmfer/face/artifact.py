@@ -34,6 +34,14 @@ def preprocessing_spec(cfg: FaceTrainCfg) -> dict[str, Any]:
     }
 
 
+def card_tta_zooms(card: dict[str, Any]) -> list[float]:
+    """The centre zooms a model card's TTA averages (none for transformers checkpoints, and for cards
+    written before zooms existed)."""
+    if card.get("backend", "mmfer") != "mmfer":
+        return []
+    return [float(z) for z in card.get("config", {}).get("tta_zooms", [])]
+
+
 def save_artifact(model: torch.nn.Module, out_dir: str | Path, card: dict[str, Any]) -> Path:
     """``model.safetensors`` + ``card.json`` (``card`` gets card_version and the parameter count)."""
     out = Path(out_dir)

@@ -21,10 +21,17 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def check_zooms(zooms: Sequence[float]) -> list[float]:
+    """``zooms`` as floats; ValueError unless each is a fraction in (0, 1]."""
+    out = [float(z) for z in zooms]
+    if any(not 0 < z <= 1 for z in out):
+        raise ValueError(f"zoom fractions must be in (0, 1], got {list(zooms)}")
+    return out
+
+
 def centre_zoom(x: torch.Tensor, fraction: float) -> torch.Tensor:
     """The centre crop covering ``fraction`` of each side of (B, C, H, W) faces, resized back to (H, W)."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"zoom fraction must be in (0, 1], got {fraction}")
+    check_zooms([fraction])
     h, w = x.shape[-2:]
     ch, cw = max(1, round(h * fraction)), max(1, round(w * fraction))
     top, left = (h - ch) // 2, (w - cw) // 2

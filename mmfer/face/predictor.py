@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from mmfer.face.artifact import load_face_model
+from mmfer.face.artifact import card_tta_zooms, load_face_model
 from mmfer.face.models import predict_softmax
 from mmfer.io.images import load_image
 
@@ -86,7 +86,7 @@ class FaceEmotionRecognizer:
         self.model, self.card = load_face_model(model, self.device)
         self.classes: tuple[str, ...] = tuple(self.card["classes"])
         self.tta_flip = bool(self.card.get("config", {}).get("tta_flip", True)) if tta_flip is None else tta_flip
-        self.tta_zooms = [float(z) for z in self.card.get("config", {}).get("tta_zooms", [])]
+        self.tta_zooms = card_tta_zooms(self.card)
         self._detector = detector
         self._yunet_model = yunet_model
         self._optimize = optimize and self.device.type == "cpu"

@@ -22,6 +22,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from mmfer.config import ConfigError, FaceTrainCfg
 from mmfer.face.artifact import save_face_model
+from mmfer.face.models import check_zooms
 from mmfer.training.face_module import FaceClassifier, FaceDataModule
 
 
@@ -78,8 +79,10 @@ def train_face(cfg: FaceTrainCfg, out_dir: str | Path, resume: bool = True,
     """
     out = Path(out_dir)
     t = cfg.trainer
-    if any(not 0 < z <= 1 for z in cfg.tta_zooms):
-        raise ConfigError(f"tta_zooms must be fractions in (0, 1], got {cfg.tta_zooms}")
+    try:
+        check_zooms(cfg.tta_zooms)
+    except ValueError as exc:
+        raise ConfigError(f"tta_zooms: {exc}") from None
     swa_callbacks = _swa(cfg)  # validated before any data is read
     if t.threads:
         torch.set_num_threads(t.threads)
