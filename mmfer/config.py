@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -10,9 +12,73 @@ from typing import Any
 
 import yaml
 
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_VALUES = 100_000  # values a config may expand to once YAML aliases are followed
+
 
 class ConfigError(ValueError):
     """A config file or dict that does not match the schema."""
+
+
+_SHOW = reprlib.Repr()  # error messages quote values briefly: an alias bomb must not be printed in full
+_SHOW.maxlevel, _SHOW.maxlist, _SHOW.maxdict, _SHOW.maxstring, _SHOW.maxother = 3, 6, 6, 60, 60
+
+
+def _show(value: Any) -> str:
+    return _SHOW.repr(value)
+
+
+def _count_values(data: Any, limit: int) -> int:
+    """Values in ``data`` with aliases expanded, counting no further than ``limit`` + 1."""
+    n, stack = 0, [data]
+    while stack and n <= limit:
+        v = stack.pop()
+        n += 1
+        if isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            stack.extend(v)
+    return n
+
+
+def read_yaml(path: str | Path, what: str = "config file") -> Any:
+    """Parse a small YAML file safely (``yaml.safe_load``: no Python objects are ever built), or raise
+    ConfigError naming the file: missing, a folder, too large, not text, not YAML, an unsafe tag, nested
+    too deeply, or an alias bomb."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a folder, not a {what}")
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {size / 2**20:.1f} MB is too large for a {what} (limit "
+                              f"{MAX_CONFIG_BYTES // 2**20} MB)")
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} not found") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a {what} is UTF-8 YAML)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    data = parse_yaml(text, str(path))
+    if _count_values(data, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
+        raise ConfigError(f"{path}: expands to more than {MAX_CONFIG_VALUES:,} values through YAML aliases "
+                          "(an alias bomb?)")
+    return data
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load`` with every failure as a one-line ConfigError."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = " ".join(str(getattr(exc, "problem", None) or type(exc).__name__).split())[:120]
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{where}: not valid YAML ({problem}{at})") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: YAML nested too deeply") from None
 
 
 @dataclasses.dataclass
@@ -243,26 +309,25 @@ class SceneTrainCfg:
 def _check_type(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        errors = []
         for arg in typing.get_args(tp):
             try:
                 return _check_type(value, arg, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(f"{where}: {value!r} does not match {tp}")
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {_show(value)} does not match {tp}")
     if tp is type(None):
         if value is not None:
-            raise ConfigError(f"{where}: expected null, got {value!r}")
+            raise ConfigError(f"{where}: expected null, got {_show(value)}")
         return None
     if origin is list:
         (arg,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {_show(value)}")
         return [_check_type(v, arg, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {_show(value)}")
         return tuple(_check_type(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -270,15 +335,17 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
         return from_dict(tp, value, where)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+            raise ConfigError(f"{where}: expected a number, got {_show(value)}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: expected an integer, got {_show(value)}")
         return value
     if tp in (str, bool):
         if not isinstance(value, tp):
-            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+            raise ConfigError(f"{where}: expected {tp.__name__}, got {_show(value)}")
         return value
     raise ConfigError(f"{where}: unsupported type {tp}")
 
@@ -287,7 +354,7 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     """Build dataclass ``cls`` from ``data``, naming any unknown key or wrong type."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(map(str, set(data) - names))
     if unknown:
         key = f"{where}.{unknown[0]}" if where else unknown[0]
         raise ConfigError(f"unknown config key {key!r} (allowed here: {', '.join(sorted(names))})")
@@ -313,12 +380,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def load_config(path: str | Path, cls: type = FaceTrainCfg, overrides: list[str] | None = None) -> Any:
     """Read a YAML config file, apply ``key.sub=value`` overrides, and validate it."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     for item in overrides or []:
@@ -327,9 +389,11 @@ def load_config(path: str | Path, cls: type = FaceTrainCfg, overrides: list[str]
         key, raw = item.split("=", 1)
         node = data
         parts = key.split(".")
-        for part in parts[:-1]:
+        for i, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])} is a value, not a section")
+        node[parts[-1]] = parse_yaml(raw, f"override {item!r}")
     try:
         return from_dict(cls, data)
     except ConfigError as exc:

@@ -180,3 +180,93 @@ def test_folder_listing_keeps_audio_and_video(tmp_path: Path) -> None:
 def test_real_ravdess_flac() -> None:
     clip = load_audio(RAVDESS_CLIP)
     assert clip.source_rate == 16000 and 2.5 < clip.duration_s < 6 and not clip.notes
+
+
+@pytest.mark.parametrize("rate", [48_001, 22_051, 8_001, 384_000])
+def test_any_rate_resamples_in_linear_time_and_memory(tmp_path: Path, rate: int) -> None:
+    """Rates with no small ratio to 16 kHz cost what any other does (torchaudio's kernel took 13 GB at 48,001)."""
+    t = np.arange(rate) / rate
+    sf.write(tmp_path / "odd.wav", (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), rate, subtype="FLOAT")
+    tracemalloc.start()
+    clip = load_audio(tmp_path / "odd.wav")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 5 * rate * 4 + 2e6, f"peak {peak / 1e6:.1f} MB for one second of audio"
+    assert clip.source_rate == rate and len(clip.samples) == pytest.approx(SAMPLE_RATE, abs=2)
+    spec = np.abs(np.fft.rfft(clip.samples))
+    assert np.argmax(spec) == pytest.approx(200, abs=1)
+
+
+def test_windows_resample_as_one_stream(tmp_path: Path) -> None:
+    """Windows of a 44.1 kHz file are cut from one continuous resampled stream: no seams, same samples."""
+    x = voice(190, 9.0, 44_100)
+    sf.write(tmp_path / "a.wav", x, 44_100, subtype="FLOAT")
+    whole = load_audio(tmp_path / "a.wav").samples
+    joined = np.concatenate([w.samples for w in iter_windows(tmp_path / "a.wav", 3.0)])
+    assert len(joined) == len(whole)
+    np.testing.assert_allclose(joined, whole, atol=2e-3)  # each window removes its own (tiny) DC
+
+
+@pytest.mark.parametrize(("rate", "channels", "match"), [
+    (1, 1, "sample rate 1 Hz is outside the 4,000-384,000 Hz"),
+    (3_999, 1, "sample rate 3,999 Hz"),
+    (384_001, 1, "sample rate 384,001 Hz"),
+    (9_999_999, 1, "sample rate 9,999,999 Hz"),
+    (16_000, 65, "65 channels; mmfer reads up to 64"),
+])
+def test_impossible_headers_are_refused_before_decoding(tmp_path: Path, rate: int, channels: int,
+                                                        match: str) -> None:
+    path = tmp_path / "odd.wav"
+    sf.write(path, np.zeros((1000, channels), np.int16), 16_000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    i = data.find(b"fmt ")
+    data[i + 12 : i + 16] = rate.to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    with pytest.raises(AudioLoadError, match=rf"odd\.wav: {match}"):
+        load_audio(path)
+    with pytest.raises(AudioLoadError, match=match):
+        next(iter_windows(path))
+
+
+def test_sixty_four_channels_are_mixed(tmp_path: Path) -> None:
+    x = voice(200, 1.0, 16_000)
+    data = np.zeros((len(x), 64), np.float32)
+    data[:, ::2] = x[:, None]  # odd channels dead
+    sf.write(tmp_path / "array.wav", data, 16_000, subtype="FLOAT")
+    clip = load_audio(tmp_path / "array.wav")
+    assert clip.source_channels == 64 and any("of 64 is silent" in n for n in clip.notes)
+    np.testing.assert_allclose(clip.samples, x - x.mean(), atol=1e-4)
+
+
+def test_non_finite_and_over_range_samples_are_repaired(tmp_path: Path) -> None:
+    x = voice(200, 1.0, 16_000)
+    x[::10], x[5::10] = np.nan, -np.inf
+    sf.write(tmp_path / "nan.wav", x, 16_000, subtype="FLOAT")
+    clip = load_audio(tmp_path / "nan.wav")
+    assert np.isfinite(clip.samples).all()
+    assert any("3,200 non-finite values" in n for n in clip.notes)
+    sf.write(tmp_path / "loud.wav", voice(200, 1.0, 16_000) * 1e30, 16_000, subtype="FLOAT")
+    loud = load_audio(tmp_path / "loud.wav")
+    assert np.abs(loud.samples).max() <= 2.0 and any("beyond full scale" in n for n in loud.notes)
+
+
+def test_whole_file_decoding_is_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mmfer.audio.io as audio_io
+
+    sf.write(tmp_path / "wide.wav", np.zeros((3 * 16_000, 8), np.int16), 16_000, subtype="PCM_16")
+    monkeypatch.setattr(audio_io, "MAX_LOAD_VALUES", 8 * 16_000 * 2)  # 2 s of 8 channels
+    with pytest.raises(audio_io.AudioTooLong, match=r"wide\.wav: has 8 channels x 3 s; files this large are "
+                                                    "processed in windows"):
+        load_audio(tmp_path / "wide.wav")
+    assert sum(w.duration_s for w in iter_windows(tmp_path / "wide.wav", 1.0)) == pytest.approx(3.0)
+
+
+def test_fifo_and_tiny_files_are_named(tmp_path: Path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "pipe.wav")
+    with pytest.raises(AudioLoadError, match="pipe.wav: not a regular file"):
+        load_audio(tmp_path / "pipe.wav")  # would block forever if opened
+    (tmp_path / "one.wav").write_bytes(b"R")
+    with pytest.raises(AudioLoadError, match="one.wav: only 1 byte: too small"):
+        load_audio(tmp_path / "one.wav")

@@ -144,7 +144,7 @@ def test_cli_eval_on_a_labelled_folder(tmp_path: Path, capsys: pytest.CaptureFix
         (tmp_path / "clips" / label).mkdir(parents=True)
         for i in range(2):
             sf.write(tmp_path / "clips" / label / f"{i}.wav", _speechy(1.5, seed=i), 16000)
-    (tmp_path / "clips" / "calm" / "broken.wav").write_text("not audio")
+    (tmp_path / "clips" / "calm" / "broken.wav").write_text("not audio, just some notes\n")
     code = main(["eval", "audio", "--data-dir", str(tmp_path / "clips"), "--out", str(tmp_path / "rep")])
     out, err = capsys.readouterr()
     assert code == 0 and "n=4" in out and "skipped=1" in out and "broken.wav: is a text file" in err
@@ -152,3 +152,30 @@ def test_cli_eval_on_a_labelled_folder(tmp_path: Path, capsys: pytest.CaptureFix
     assert rep["n"] == 4 and rep["confusion"]["labels"] == list(AUDIO_EMOTIONS)
     assert sum(rep["per_class"][c]["support"] for c in AUDIO_EMOTIONS) == 4
     assert rep["per_class"]["angry"]["support"] == 2 and rep["per_class"]["calm"]["support"] == 2
+
+
+def test_clips_too_short_to_score_get_a_note_not_a_crash(rec: AudioEmotionRecognizer, tmp_path: Path) -> None:
+    for seconds in (0.0001, 0.01, 0.2):
+        pred = rec.predict_samples(_speechy(seconds) if seconds > 0.001 else np.ones(2, np.float32))
+        assert pred.emotion is None and pred.low_confidence
+        assert pred.notes[-1].startswith("too short to score:"), pred.notes
+    full = tmp_path / "full.wav"
+    sf.write(full, _speechy(2.0), 16000, subtype="PCM_16")
+    (tmp_path / "cut.wav").write_bytes(full.read_bytes()[:1000])  # the header promises 2 s
+    cut = rec.predict_file(tmp_path / "cut.wav")
+    assert cut.emotion is None and cut.notes[0].startswith("truncated") and "too short" in cut.notes[-1]
+    click = np.zeros(16000, np.float32)
+    click[8000:8016] = 0.9  # a click: trimming leaves a few frames, which the CNN still takes
+    assert rec.predict_samples(click).emotion is not None
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        rec.predict_samples(np.full(16000, np.nan, np.float32))
+
+
+def test_header_that_understates_the_length_is_streamed(rec: AudioEmotionRecognizer, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import mmfer.audio.io as audio_io
+
+    sf.write(tmp_path / "wide.wav", np.tile(_speechy(6.0)[:, None], (1, 4)), 16000)
+    monkeypatch.setattr(audio_io, "MAX_LOAD_VALUES", 4 * 16000 * 3)  # whole decoding refused past 3 s
+    pred = rec.predict_file(tmp_path / "wide.wav")
+    assert pred.emotion is not None and [w["start_s"] for w in pred.windows] == [0, 4]

@@ -154,3 +154,43 @@ def test_browser_uploads_a_photo_and_reads_the_result(app_url: str, tmp_path: Pa
         assert "Could not analyse" in driver.find_element(By.ID, "image-result").text
     finally:
         driver.quit()
+
+
+def test_hostile_uploads_get_a_message_and_the_server_stays_up(app_url: str, tmp_path: Path) -> None:
+    """Every generated image, audio and video input (tests/fuzz_inputs.py) uploaded to its tab, four users at
+    a time: each gets a message in the page (an error naming the file, or a result), never an internal error,
+    and good uploads are still answered afterwards. Files over the demo's upload limit are refused by gradio
+    itself before they reach the server."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fuzz_inputs import generate
+    from gradio_client import Client, handle_file
+
+    limit = 5 * 2**20  # the fixture's max_upload_mb
+    cases = [c for c in generate(tmp_path / "fuzz") if c.kind != "config" and c.path.stat().st_size <= limit]
+    tab = {"image": ("/analyze_image", 4), "audio": ("/analyze_audio", 2), "video": ("/analyze_video", 4)}
+    audio_only = {"audio_only.m4a", "wav_as.mp4"}  # no frames: the video tab refuses them by name
+    too_long = {"long_44k_stereo.wav"}  # 25 s: over the fixture's 20 s limit
+
+    def upload(case):  # noqa: ANN001, ANN202
+        api, slot = tab[case.kind]
+        out = Client(app_url, verbose=False).predict(handle_file(str(case.path)), api_name=api)
+        return case, out[slot]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(upload, cases, timeout=900))
+    wrong = []
+    for case, msg in answers:
+        refused = msg.startswith("**Could not analyse this upload.**")
+        expect = "error" if case.path.name in audio_only | too_long else case.expect
+        if "Internal error" in msg or not (refused or msg.startswith(("**Fused:", "**No prediction**"))):
+            wrong.append(f"{case.path.name}: {msg[:200]!r}")
+        elif refused and (expect == "ok" or case.path.name not in msg):
+            wrong.append(f"{case.path.name} ({case.what}): refused: {msg[:200]!r}")
+        elif not refused and expect == "error":
+            wrong.append(f"{case.path.name} ({case.what}): expected a refusal, got {msg[:120]!r}")
+    assert not wrong, "\n".join(wrong)
+    assert len(answers) >= 200
+    client = Client(app_url, verbose=False)
+    assert client.predict(handle_file(str(EXAMPLE_PHOTO)), api_name="/analyze_image")[4].startswith("**Fused:")
+    assert client.predict(handle_file(str(EXAMPLES / "voice.wav")), api_name="/analyze_audio")[2].startswith("**Fused:")

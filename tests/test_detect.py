@@ -320,3 +320,15 @@ def test_unreachable_url_falls_back_fast(cache: Path, monkeypatch: pytest.Monkey
     t = time.perf_counter()
     assert "not retried" in FaceDetector().fallback_reason  # a failure is not retried in-process
     assert time.perf_counter() - t < 1
+
+
+def test_non_finite_detections_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """YuNet can return inf/NaN boxes on degenerate inputs (seen on a 1x4000 strip); they are not faces."""
+    d = FaceDetector("haar")
+    lm = np.zeros((5, 2), np.float32)
+    rows = [(np.inf, 0.0, 50.0, 50.0, 0.9, lm), (0.0, np.nan, 50.0, 50.0, 0.9, lm), (5.0, 5.0, 40.0, 40.0, 0.9, lm)]
+    monkeypatch.setattr(d, "_detect_haar", lambda image: rows)
+    faces = d.detect(np.zeros((1, 4000, 3), np.uint8) + 1)
+    assert faces == [] or all(np.isfinite(f.box).all() for f in faces)
+    faces = d.detect(np.zeros((100, 100, 3), np.uint8))
+    assert [f.box for f in faces] == [(5, 5, 40, 40)]

@@ -232,3 +232,72 @@ def test_iter_image_files(tmp_path: Path) -> None:
     assert all(isinstance(p, Path) for p in got)
     assert {".jpg", ".png", ".gif", ".webp", ".tif"} <= IMAGE_SUFFIXES
     assert list(iter_image_files([])) == []
+
+
+# --------------------------------------------------------------------------- damage Pillow lets through
+
+def _png(tmp_path: Path, name: str, chunks: list[tuple[bytes, bytes]], bad_crc: bytes | None = None) -> Path:
+    import struct
+    import zlib
+
+    out = bytearray(b"\x89PNG\r\n\x1a\n")
+    for kind, data in chunks:
+        crc = zlib.crc32(kind + data) ^ (1 if kind == bad_crc else 0)
+        out += struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+    (tmp_path / name).write_bytes(bytes(out))
+    return tmp_path / name
+
+
+def _chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    import struct
+
+    out, pos = [], 8
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        out.append((kind, data[pos + 8 : pos + 8 + n]))
+        pos += 12 + n
+    return out
+
+
+def test_png_damage_after_the_pixels_is_caught(tmp_path: Path) -> None:
+    """Pillow decodes these silently (it stops reading once it has the pixels); libpng rejects them."""
+    Image.fromarray(PHOTO).convert("P").save(tmp_path / "p.png")
+    good = (tmp_path / "p.png").read_bytes()
+    chunks = _chunks(good)
+    assert load_image(tmp_path / "p.png").shape == (30, 40, 3)
+    for cut in (1, 12, 20):
+        (tmp_path / f"cut{cut}.png").write_bytes(good[:-cut])
+        assert "truncated PNG" in _load_error(tmp_path / f"cut{cut}.png")
+    plte7 = _png(tmp_path, "plte7.png", [(k, d[:7] if k == b"PLTE" else d) for k, d in chunks])
+    assert "palette is 7 bytes, not 1-256 RGB colours" in _load_error(plte7)
+    idat = _png(tmp_path, "idat.png", chunks, bad_crc=b"IDAT")
+    assert "CRC of its 'IDAT' chunk does not match" in _load_error(idat)
+    no_iend = _png(tmp_path, "no_iend.png", [c for c in chunks if c[0] != b"IEND"])
+    assert "ends before its IEND chunk" in _load_error(no_iend)
+    trailing = tmp_path / "trailing.png"
+    trailing.write_bytes(good + b"\0" * 100)  # bytes after IEND harm nothing
+    assert load_image(trailing).shape == (30, 40, 3)
+
+
+def test_only_photo_formats_are_opened(tmp_path: Path) -> None:
+    (tmp_path / "doc.jpg").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    assert "not an image" in _load_error(tmp_path / "doc.jpg")  # Pillow would hand EPS to Ghostscript
+    (tmp_path / "sig.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 30)
+    assert "corrupt PNG (its header cannot be parsed)" in _load_error(tmp_path / "sig.png")
+    Image.fromarray(PHOTO).save(tmp_path / "real.ppm")
+    assert load_image(tmp_path / "real.ppm").shape == (30, 40, 3)
+
+
+def test_big_16bit_scan_converts_without_a_float_copy() -> None:
+    import tracemalloc
+
+    from mmfer.io.images import _stretch
+
+    a = RNG.integers(100, 4000, (3000, 4000), dtype=np.uint16)
+    tracemalloc.start()
+    out = _stretch(a)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < a.size + 20e6, f"{peak / 1e6:.0f} MB"  # the uint8 result and 8 MB float64 blocks (not 96 MB)
+    expect = np.rint((a.astype(np.float64) - a.min()) * (255.0 / (int(a.max()) - int(a.min())))).astype(np.uint8)
+    np.testing.assert_array_equal(out, expect)

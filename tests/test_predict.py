@@ -209,3 +209,28 @@ def test_optimised_cpu_path_matches_the_eager_model() -> None:
     for n in (1, 5, 37):
         np.testing.assert_allclose(fast.predict_crops(crops[:n]), eager.predict_crops(crops[:n]), atol=1e-4)
     assert fast._fast is not None and eager._fast is None  # the fast path really ran
+
+
+def test_an_unexpected_failure_costs_one_file_not_the_batch(model_dir: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    real = FaceEmotionRecognizer.predict_image
+
+    def flaky(self, image, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if image.shape[0] == 31:
+            raise RuntimeError("boom\nin a library")
+        return real(self, image, *args, **kwargs)
+
+    monkeypatch.setattr(FaceEmotionRecognizer, "predict_image", flaky)
+    names = []
+    for i, h in enumerate((30, 31, 32)):
+        names.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.full((h, 40, 3), 128, np.uint8)).save(names[-1])
+    args = ["predict", *map(str, names), "--model", str(model_dir), "--no-detect"]
+    code, out, err = _run(capsys, args)
+    assert code == 1
+    assert f"mmfer: {names[1]}: internal error (RuntimeError: boom in a library); please report it" in err
+    assert str(names[0]) in out and str(names[2]) in out and "Traceback" not in err
+    monkeypatch.setenv("MMFER_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="boom"):
+        cli(args)

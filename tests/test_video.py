@@ -172,3 +172,74 @@ def test_ck_clip_onset_to_apex(rec: FaceEmotionRecognizer) -> None:
     assert tl.face_found.all() and len(tl.tracks) == 1
     neutral = 6
     assert tl.probs[0, neutral] > tl.probs[-1, neutral]  # the expression builds up from a neutral face
+
+
+def _faststart(src: Path, dst: Path) -> bytes:
+    """The same video with its index (moov) before the media data, as streaming sites and phones write it."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        for packet in inp.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+    return dst.read_bytes()
+
+
+def test_damage_that_does_not_stop_decoding_is_reported(tmp_path: Path) -> None:
+    write_video(tmp_path / "src.mp4", face_frames(30), fps=10)
+    data = _faststart(tmp_path / "src.mp4", tmp_path / "fast.mp4")
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
+    reader = VideoReader(tmp_path / "cut.mp4")
+    frames = list(reader)
+    assert 0 < len(frames) < 30
+    assert any(n.startswith("truncated: the header promises 3.00 s, the frames end at") for n in reader.notes)
+    rng = np.random.default_rng(0)
+    flipped = bytearray(data)
+    for k in rng.integers(4000, len(flipped), 200):
+        flipped[k] ^= 0x5A
+    (tmp_path / "flipped.mp4").write_bytes(bytes(flipped))
+    reader = VideoReader(tmp_path / "flipped.mp4")
+    assert len(list(reader)) > 0
+    assert any(n.startswith("corrupt: ") for n in reader.notes), reader.notes
+    clean = VideoReader(tmp_path / "fast.mp4")
+    assert len(list(clean)) == 30 and clean.notes == []  # the intact file: no false alarm
+
+
+def test_unplayable_mp4_says_why(tmp_path: Path) -> None:
+    write_video(tmp_path / "src.mp4", face_frames(5), fps=10)
+    data = (tmp_path / "src.mp4").read_bytes()
+    i = data.find(b"moov")
+    (tmp_path / "renamed.mp4").write_bytes(data[:i] + b"xxxx" + data[i + 4 :])
+    (tmp_path / "unfinished.mp4").write_bytes(data[: len(data) // 2])  # the index is written last
+    for name, extra in (("renamed.mp4", ""), ("unfinished.mp4", "; the file also ends inside its 'mdat' box")):
+        with pytest.raises(VideoLoadError, match=rf"{name}: unplayable MP4/MOV: its index \(the 'moov' box\) is "
+                                                 rf"missing.*{extra}"):
+            VideoReader(tmp_path / name)
+
+
+def test_frames_too_large_are_refused_from_the_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mmfer.video.io as video_io
+
+    write_video(tmp_path / "v.mp4", face_frames(3), fps=10)  # 640x480
+    monkeypatch.setattr(video_io, "MAX_PIXELS", 640 * 480 - 1)
+    with pytest.raises(VideoLoadError, match=r"v\.mp4: video frames are 640x480 \(0 MP\), larger than"):
+        VideoReader(tmp_path / "v.mp4")
+
+
+def test_timeline_takes_many_videos_and_goes_on_past_bad_ones(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from mmfer.cli.main import _timeline_dirs
+
+    (tmp_path / "a").mkdir()
+    write_video(tmp_path / "a" / "clip.mp4", face_frames(6), fps=10)
+    write_video(tmp_path / "clip.mp4", face_frames(6), fps=10)
+    (tmp_path / "broken.mp4").write_text("not a video\n" * 20)
+    videos = [tmp_path / "a" / "clip.mp4", tmp_path / "broken.mp4", tmp_path / "clip.mp4"]
+    dirs = _timeline_dirs(videos, str(tmp_path / "out"))
+    assert [d.name for d in dirs] == ["a_clip_timeline", "broken_timeline", f"{tmp_path.name}_clip_timeline"]
+    code = main(["timeline", *map(str, videos), "--out", str(tmp_path / "out"), "--detector", "haar"])
+    out, err = capsys.readouterr()
+    assert code == 1 and "broken.mp4: not a readable video" in err
+    assert (dirs[0] / "timeline.json").is_file() and (dirs[2] / "timeline.json").is_file()
+    assert not dirs[1].exists()

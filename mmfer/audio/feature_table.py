@@ -27,7 +27,7 @@ from mmfer.config import AudioDataCfg, AudioFeatureCfg, to_dict
 from mmfer.paths import cache_dir
 
 log = logging.getLogger(__name__)
-TABLE_VERSION = 1
+TABLE_VERSION = 2  # 2: sources not at 16 kHz are resampled with soxr (was torchaudio)
 
 
 def feature_matrix(f: Features) -> torch.Tensor:

@@ -24,10 +24,14 @@ import torch
 from mmfer.audio.artifact import load_audio_model
 from mmfer.audio.feature_table import feature_matrix
 from mmfer.audio.features import FeatureExtractor
-from mmfer.audio.io import AudioClip, audio_info, iter_windows, load_audio
+from mmfer.audio.io import SAMPLE_RATE, AudioClip, AudioTooLong, audio_info, iter_windows, load_audio
+from mmfer.audio.models import TIME_STRIDE
 from mmfer.emotions import fold_to_canonical
 
 MIN_SPEECH_S = 0.5
+MIN_CLIP_S = 0.25  # shorter clips are not scored: a quarter second carries no reliable vocal emotion
+MIN_FRAMES = 4 * TIME_STRIDE  # feature frames the CNN needs; a shorter trimmed clip is edge-padded
+SILENT = "silent: no speech or sound to classify"
 SILENCE_PEAK = 10 ** (-60 / 20)  # a file whose loudest sample is under -60 dBFS holds no usable sound
 LOW_CONFIDENCE = 0.35
 _DEGRADING = ("clipped", "recorded at", "too short", "truncated", "little sound")
@@ -75,11 +79,15 @@ class AudioEmotionRecognizer:
         self.window_s, self.single_pass_s = window_s, single_pass_s
 
     @torch.no_grad()
-    def _score(self, samples: np.ndarray) -> tuple[np.ndarray | None, float]:
-        """Class probabilities and seconds of sound of one clip (None when it is silent)."""
-        if samples.size == 0 or float(np.abs(samples).max()) < SILENCE_PEAK:
-            return None, 0.0
-        return self._classify(samples)
+    def _score(self, samples: np.ndarray) -> tuple[np.ndarray | None, float, str | None]:
+        """Class probabilities and seconds of sound of one clip, or None and why it was not scored."""
+        if samples.size < MIN_CLIP_S * SAMPLE_RATE:
+            return None, 0.0, (f"too short to score: {samples.size / SAMPLE_RATE:.2f} s of audio (at least "
+                               f"{MIN_CLIP_S} s is needed)")
+        if float(np.abs(samples).max()) < SILENCE_PEAK:
+            return None, 0.0, SILENT
+        probs, speech = self._classify(samples)
+        return probs, speech, None if probs is not None else SILENT
 
     def _classify(self, samples: np.ndarray) -> tuple[np.ndarray | None, float]:
         """A clip with sound -> probabilities over ``classes`` and its seconds of sound."""
@@ -93,6 +101,8 @@ class AudioEmotionRecognizer:
         if feats.active_s <= 0:
             return None, 0.0
         x = feature_matrix(feats)[None].to(self.device)
+        if x.shape[-1] < MIN_FRAMES:  # a click in a quiet clip trims to a few frames
+            x = torch.nn.functional.pad(x, (0, MIN_FRAMES - x.shape[-1]), mode="replicate")
         probs = self.model(x).float().softmax(1)[0].cpu().numpy()
         return probs, feats.active_s
 
@@ -101,10 +111,10 @@ class AudioEmotionRecognizer:
         return []
 
     def _result(self, source: str, probs: np.ndarray | None, duration: float, speech: float, notes: list[str],
-                windows: list[dict[str, Any]] | None = None) -> AudioPrediction:
+                windows: list[dict[str, Any]] | None = None, why: str | None = None) -> AudioPrediction:
         notes = list(notes) + self._extra_notes()
         if probs is None:
-            notes.append("silent: no speech or sound to classify")
+            notes.append(why or SILENT)
             return AudioPrediction(source, None, None, {}, duration, 0.0, True, notes, windows or [])
         if speech < MIN_SPEECH_S:
             notes.append(f"too short: {speech:.2f} s of sound (at least {MIN_SPEECH_S} s is needed for a reliable "
@@ -120,8 +130,10 @@ class AudioEmotionRecognizer:
                         ) -> AudioPrediction:
         """16 kHz mono float samples -> one prediction (no windowing: pass clips of a few seconds)."""
         samples = np.asarray(samples, np.float32).reshape(-1)
-        probs, speech = self._score(samples)
-        return self._result(source, probs, len(samples) / 16_000, speech, notes or [])
+        if not np.isfinite(samples).all():
+            raise ValueError(f"{source}: samples contain NaN or infinity")
+        probs, speech, why = self._score(samples)
+        return self._result(source, probs, len(samples) / SAMPLE_RATE, speech, notes or [], why=why)
 
     def predict_clip(self, clip: AudioClip) -> AudioPrediction:
         return self.predict_samples(clip.samples, clip.path, clip.notes)
@@ -131,7 +143,10 @@ class AudioEmotionRecognizer:
         info = audio_info(path)
         duration = info["duration_s"]
         if isinstance(duration, float) and duration <= self.single_pass_s:
-            return self.predict_clip(load_audio(path))
+            try:
+                return self.predict_clip(load_audio(path, max_seconds=2 * self.single_pass_s))
+            except AudioTooLong:  # the header understated the length, or too many channels: stream it
+                pass
         return self._predict_windows(path)
 
     def _predict_windows(self, path: str | Path) -> AudioPrediction:
@@ -139,12 +154,14 @@ class AudioEmotionRecognizer:
         first_note: dict[str, str] = {}  # one note per kind (clipped, DC, channel...), with its window count
         counts: dict[str, int] = {}
         timeline = []
+        first_why = None
         for w in iter_windows(path, self.window_s):
             for n in w.notes:
                 kind = n.split(":")[0].split(" ")[0]
                 first_note.setdefault(kind, n)
                 counts[kind] = counts.get(kind, 0) + 1
-            probs, sound = self._score(w.samples)
+            probs, sound, why = self._score(w.samples)
+            first_why = first_why or why
             end = w.offset_s + w.duration_s
             row: dict[str, Any] = {"start_s": round(w.offset_s, 2), "end_s": round(end, 2),
                                    "speech_s": round(sound, 2), "emotion": None}
@@ -160,4 +177,4 @@ class AudioEmotionRecognizer:
         probs = None if total is None else total / weight
         if probs is not None and speech < 0.1 * end:
             notes.append(f"little sound: {speech:.1f} s of {end:.1f} s")
-        return self._result(str(path), probs, end, speech, notes, timeline)
+        return self._result(str(path), probs, end, speech, notes, timeline, why=first_why)

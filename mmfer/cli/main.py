@@ -1,7 +1,8 @@
 """The ``mmfer`` command: train, eval, predict, models.
 
 Exit codes: 0 success; 1 some input failed (each named on stderr; the rest was processed);
-2 bad usage, config or model (nothing was processed).
+2 bad usage, config or model (nothing was processed). An input that was read but gave no
+prediction (silence, no face, too short) is not a failure; it is named on stderr with the reason.
 """
 
 from __future__ import annotations
@@ -123,11 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--no-tta", action="store_true", help="no test-time augmentation (one view per face: faster)")
     pr.add_argument("--device", default="auto")
 
-    tl = sub.add_parser("timeline", help="face emotion over time in a video: JSON, CSV and a plot")
-    tl.add_argument("video", help="a video file (MP4, MOV, AVI, MKV, WebM...)")
+    tl = sub.add_parser("timeline", help="face emotion over time in videos: JSON, CSV and a plot for each")
+    tl.add_argument("video", nargs="+", help="video files (MP4, MOV, AVI, MKV, WebM...)")
     tl.add_argument("--fps", type=float, default=10.0, help="frames sampled per second (0: every frame)")
     tl.add_argument("--smooth", type=float, default=0.5, help="moving-average window in seconds")
-    tl.add_argument("--out", help="output folder (default: <video name>_timeline next to the working directory)")
+    tl.add_argument("--out", help="output folder (default: <video name>_timeline in the working directory); with "
+                                  "several videos, the folder that holds a <video name>_timeline for each")
     tl.add_argument("--model", "--face-model", dest="model", default=None,
                     help=f"face model: shipped name, model folder or {_HF_MODEL}")
     _add_hf_options(tl)
@@ -190,6 +192,49 @@ def _version() -> str:
 
 def _err(msg: str) -> None:
     print(f"mmfer: {msg}", file=sys.stderr)
+
+
+def _input_errors() -> tuple[type[Exception], ...]:
+    from mmfer.audio.io import AudioLoadError
+    from mmfer.io.images import ImageLoadError
+    from mmfer.video.io import VideoLoadError
+
+    return ImageLoadError, AudioLoadError, VideoLoadError
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """Errors about the command itself (config, model, data root): they stop the run with exit code 2."""
+    from mmfer.config import ConfigError
+    from mmfer.data.fer2013 import DatasetError
+    from mmfer.face.artifact import ModelLoadError
+    from mmfer.fusion.late_fusion import FusionError
+    from mmfer.scene.clip_encoder import SceneEncoderUnavailable
+    from mmfer.scene.probe import ProbeError
+
+    return ConfigError, DatasetError, ModelLoadError, SceneEncoderUnavailable, ProbeError, FusionError
+
+
+def _one_file(path: Path, work, *work_args, **work_kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    """Run ``work`` on one input file: (result, None), or (None, a one-line error naming the file).
+
+    One bad file never stops a batch: unreadable inputs give their own message; anything else
+    unexpected is reported as an internal error for that file (MMFER_DEBUG=1 re-raises it, with
+    its traceback) and the run goes on.
+    """
+    try:
+        return work(*work_args, **work_kwargs), None
+    except _input_errors() as exc:
+        return None, str(exc)
+    except _usage_errors():
+        raise
+    except MemoryError:
+        return None, f"{path}: not enough memory to process this file"
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        if os.environ.get("MMFER_DEBUG"):
+            raise
+        detail = " ".join(str(exc).split())[:300]
+        return None, (f"{path}: internal error ({type(exc).__name__}: {detail}); please report it with this "
+                      "file (MMFER_DEBUG=1 shows the traceback)")
 
 
 def _load_cfg(args: argparse.Namespace, cls: type):  # noqa: ANN202 - an instance of cls
@@ -342,9 +387,6 @@ def _expand_inputs(paths: list[str]) -> list[tuple[Path, str]]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from mmfer.audio.io import AudioLoadError
-    from mmfer.io.images import ImageLoadError, load_image
-
     inputs = _expand_inputs(args.paths)
     face_rec = audio_rec = None
     results, failed = [], 0
@@ -354,12 +396,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 from mmfer.hf.branches import load_audio_recognizer
 
                 audio_rec = load_audio_recognizer(args.audio_model, device=args.device, **_hf_kw(args))
-            try:
-                pred = audio_rec.predict_file(path)
-            except AudioLoadError as exc:
+            pred, error = _one_file(path, audio_rec.predict_file, path)
+            if error:
                 failed += 1
-                _err(str(exc))
-                results.append({"file": str(path), "error": str(exc)})
+                _err(error)
+                results.append({"file": str(path), "error": error})
                 continue
             if pred.emotion is None:
                 _err(f"{path}: {'; '.join(pred.notes) or 'nothing to classify'}")
@@ -373,13 +414,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
             face_rec = load_face_recognizer(args.model, detector=args.detector, device=args.device,
                                             tta_flip=False if args.no_tta else None, yunet_model=args.yunet_model,
                                             **_hf_kw(args))
-        try:
-            img = load_image(path)
-            faces = face_rec.predict_image(img, detect=not args.no_detect)
-        except ImageLoadError as exc:
+        faces, error = _one_file(path, _faces_in, face_rec, path, not args.no_detect)
+        if error:
             failed += 1
-            _err(str(exc))
-            results.append({"file": str(path), "error": str(exc)})
+            _err(error)
+            results.append({"file": str(path), "error": error})
             continue
         if not faces:
             _err(f"{path}: no face found")
@@ -402,6 +441,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
+def _faces_in(rec, path: Path, detect: bool) -> list:  # noqa: ANN001 - a face recognizer
+    from mmfer.io.images import load_image
+
+    return rec.predict_image(load_image(path), detect=detect)
+
+
 def _print_audio(path: Path, pred) -> None:  # noqa: ANN001 (AudioPrediction, imported lazily)
     if pred.emotion is None:
         return
@@ -420,28 +465,57 @@ def _print_faces(path: Path, faces: list) -> None:
         print(f"{path}  face {i + 1}/{len(faces)}  {box}  -> {f.emotion} ({f.confidence:.2f})  [{probs}]")
 
 
+def _timeline_dirs(videos: list[Path], out: str | None) -> list[Path]:
+    """One output folder per video: --out itself for a single video, else <--out or .>/<stem>_timeline
+    (with the parent folder's name added where two videos share a stem)."""
+    if len(videos) == 1:
+        return [Path(out) if out else Path(f"{videos[0].stem}_timeline")]
+    base = Path(out) if out else Path(".")
+    stems = [v.stem for v in videos]
+    dirs: list[Path] = []
+    for v in videos:
+        name = f"{v.stem}_timeline" if stems.count(v.stem) == 1 else f"{v.parent.name}_{v.stem}_timeline"
+        while base / name in dirs:
+            name += "_"
+        dirs.append(base / name)
+    return dirs
+
+
 def cmd_timeline(args: argparse.Namespace) -> int:
     from mmfer.hf.branches import load_face_recognizer
-    from mmfer.video.io import VideoLoadError
     from mmfer.video.timeline import video_timeline
 
     rec = load_face_recognizer(args.model, detector=args.detector, device=args.device, yunet_model=args.yunet_model,
                                **_hf_kw(args))
-    try:
-        tl = video_timeline(args.video, rec, sample_fps=args.fps or None, smooth_s=args.smooth,
-                            temporal=args.temporal)
-    except VideoLoadError as exc:
-        _err(str(exc))
-        return EXIT_SOME_FAILED
-    out = Path(args.out) if args.out else Path(f"{Path(args.video).stem}_timeline")
-    paths = tl.write(out)
+    temporal = args.temporal
+    if temporal:
+        from mmfer.video.artifact import load_video_model
+
+        temporal = load_video_model(temporal)  # once for every video
+    videos = [Path(v) for v in args.video]
+    failed = 0
+    for video, out in zip(videos, _timeline_dirs(videos, args.out), strict=True):
+        tl, error = _one_file(video, video_timeline, video, rec, args.fps or None, args.smooth,
+                              temporal=temporal)
+        if error:
+            failed += 1
+            _err(error)
+            continue
+        paths = tl.write(out)
+        _print_timeline(video, tl, args.fps, paths)
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _print_timeline(video: Path, tl, fps: float, paths: dict[str, Path]) -> None:  # noqa: ANN001 - VideoTimeline
     d = tl.to_dict()
     info = tl.info
-    print(f"{args.video}: {info.duration_s or 0:.1f} s at {info.fps or 0:.1f} fps, {d['frames_used']} frames used "
-          f"({args.fps or 'all'}/s), face in {d['frames_with_face']}, {len(tl.tracks)} track(s)")
+    print(f"{video}: {info.duration_s or 0:.1f} s at {info.fps or 0:.1f} fps, {d['frames_used']} frames used "
+          f"({fps or 'all'}/s), face in {d['frames_with_face']}, {len(tl.tracks)} track(s)")
     if d["emotion"]:
         probs = "  ".join(f"{k} {v:.2f}" for k, v in sorted(d["mean_probabilities"].items(), key=lambda kv: -kv[1]))
         print(f"  main face, clip mean -> {d['emotion']}  [{probs}]")
+    else:
+        _err(f"{video}: no face found in any sampled frame")
     if tl.temporal:
         ranked = sorted(tl.temporal["probabilities"].items(), key=lambda kv: -kv[1])
         probs = "  ".join(f"{k} {v:.2f}" for k, v in ranked)
@@ -450,13 +524,12 @@ def cmd_timeline(args: argparse.Namespace) -> int:
         print(f"  note: {note}")
     for name, path in paths.items():
         print(f"  {name}: {path}")
-    return EXIT_OK
 
 
 def cmd_scene(args: argparse.Namespace) -> int:
     from mmfer.emotions import EMOTIONS
     from mmfer.face.detect import FaceDetector
-    from mmfer.io.images import IMAGE_SUFFIXES, ImageLoadError, load_image
+    from mmfer.io.images import IMAGE_SUFFIXES, load_image
     from mmfer.scene.classifier import load_scene_classifier
 
     sc = load_scene_classifier(args.clip_model, args.clip_pretrained, args.probe, args.prompts, args.device)
@@ -465,17 +538,21 @@ def cmd_scene(args: argparse.Namespace) -> int:
     files = [f for item in args.paths for f in (sorted(q for q in Path(item).rglob("*")
              if q.suffix.lower() in IMAGE_SUFFIXES) if Path(item).is_dir() else [Path(item)])]
     results, failed = [], 0
-    for path in files:
-        try:
-            bgr = load_image(path)
-        except ImageLoadError as exc:
-            failed += 1
-            _err(str(exc))
-            results.append({"file": str(path), "error": str(exc)})
-            continue
+
+    def score(path: Path) -> tuple[list, object]:
+        bgr = load_image(path)
         boxes = [f.box for f in detector.detect(bgr)] if detector else []
         emb = encoder.embed_images([bgr[:, :, ::-1]], [boxes] if detector else None)
-        probs = sc.scores(emb)[0]
+        return boxes, sc.scores(emb)[0]
+
+    for path in files:
+        out, error = _one_file(path, score, path)
+        if error:
+            failed += 1
+            _err(error)
+            results.append({"file": str(path), "error": error})
+            continue
+        boxes, probs = out
         ranked = sorted(zip(EMOTIONS, probs.tolist(), strict=True), key=lambda kv: -kv[1])
         results.append({"file": str(path), "emotion": ranked[0][0], "faces_masked": len(boxes),
                         "probabilities": {k: round(v, 4) for k, v in ranked}})
@@ -494,21 +571,18 @@ def cmd_scene(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from mmfer.audio.io import AudioLoadError
-    from mmfer.io.images import ImageLoadError
-    from mmfer.video.io import VideoLoadError
-
     pipe = _pipeline(args)
     inputs = _expand_inputs(args.paths)
     results, failed = [], 0
     for path, _kind in inputs:
-        try:
-            a = pipe.analyze(path)
-        except (ImageLoadError, AudioLoadError, VideoLoadError) as exc:
+        a, error = _one_file(path, pipe.analyze, path)
+        if error:
             failed += 1
-            _err(str(exc))
-            results.append({"file": str(path), "error": str(exc)})
+            _err(error)
+            results.append({"file": str(path), "error": error})
             continue
+        if a.fused is None:
+            _err(f"{a.source}: no prediction ({'; '.join(f'{m}: {w}' for m, w in a.skipped.items())})")
         results.append(a.to_dict())
         if not args.json:
             _print_analysis(a)
@@ -639,19 +713,13 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["HF_HUB_OFFLINE"] = "1"  # huggingface_hub itself never reaches out either
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.basicConfig(format="mmfer: %(message)s", level=logging.WARNING)  # e.g. the detector's fallback note
-    from mmfer.config import ConfigError
-    from mmfer.data.fer2013 import DatasetError
-    from mmfer.face.artifact import ModelLoadError
-    from mmfer.fusion.late_fusion import FusionError
-    from mmfer.scene.clip_encoder import SceneEncoderUnavailable
-    from mmfer.scene.probe import ProbeError
 
     handlers = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "models": cmd_models,
                 "timeline": cmd_timeline, "scene": cmd_scene, "analyze": cmd_analyze, "ablate": cmd_ablate,
                 "calibrate": cmd_calibrate, "demo": cmd_demo}
     try:
         return handlers[args.command](args)
-    except (ConfigError, DatasetError, ModelLoadError, SceneEncoderUnavailable, ProbeError, FusionError) as exc:
+    except _usage_errors() as exc:
         _err(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -162,12 +162,16 @@ class DemoHandlers:
         plt.close("all")
         if not path:
             return None, None, "Upload or record a clip first.", None
-        try:
-            from mmfer.audio.io import load_audio
+        from mmfer.audio.io import AudioTooLong, load_audio
 
-            limit = self.pipe.max_video_s
+        limit = self.pipe.max_video_s
+        try:
             clip = load_audio(path, max_seconds=limit) if limit else load_audio(path)
             a = self.pipe.analyze_audio(path)
+        except AudioTooLong:
+            return None, None, (f"**Could not analyse this upload.** {Path(path).name}: too long for this demo, "
+                                f"which accepts clips up to {limit or 600:.0f} s (the mmfer command line has no "
+                                "length limit)"), None
         except _expected_errors() as exc:
             return None, None, _problem(path, exc), None
         except Exception as exc:  # noqa: BLE001

@@ -307,6 +307,8 @@ class FaceDetector:
         raw = self._detect_yunet(image) if self._yunet is not None else self._detect_haar(image)
         faces = []
         for x, y, bw, bh, score, lm in raw:
+            if not np.isfinite((x, y, bw, bh, score)).all():  # YuNet on degenerate inputs (a 1-pixel strip)
+                continue
             if min(bw, bh) < self.min_face or score < self.score_threshold:
                 continue
             x0, y0 = max(0, round(x)), max(0, round(y))

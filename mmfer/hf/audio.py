@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmfer.audio.io import SAMPLE_RATE
+from mmfer.audio.io import SAMPLE_RATE, resample
 from mmfer.audio.predictor import AudioEmotionRecognizer
 from mmfer.config import AudioModelCfg
 from mmfer.hf.hub import HFModelError, HFSpec, parse_spec, pretrained, require_modality, resolve
@@ -46,11 +46,7 @@ def active_seconds(samples: np.ndarray, silence_db: float = 45.0, sr: int = SAMP
 
 
 def _resample(samples: np.ndarray, sr: int) -> np.ndarray:
-    if sr == SAMPLE_RATE:
-        return samples
-    import torchaudio.functional as AF
-
-    return AF.resample(torch.from_numpy(samples), SAMPLE_RATE, sr).numpy()
+    return resample(samples, SAMPLE_RATE, sr)
 
 
 def encoder_spec(cfg: AudioModelCfg) -> HFSpec:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import os
 import re
+import struct
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
@@ -20,6 +22,16 @@ MAX_PIXELS = 40_000_000
 """Largest image (width x height) accepted; checked from the header, before any pixel is decoded."""
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+
+# Photo formats Pillow may open. The others are scientific or legacy containers nobody sends as a
+# photo, and some hand the file to outside programs (EPS runs Ghostscript): not for untrusted input.
+# (Phones' multi-picture JPEGs open through the JPEG plugin; formats this Pillow lacks are left out.)
+PHOTO_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "AVIF", "JPEG2000", "PPM", "TGA", "ICO", "QOI")
+
+
+def _photo_formats() -> tuple[str, ...]:
+    Image.init()
+    return tuple(f for f in PHOTO_FORMATS if f in Image.OPEN)
 
 # Transparent pixels are composited onto white: it is what browsers, viewers and documents show
 # behind a transparent PNG/GIF, so the model sees the face the way the user sees it. (The colour
@@ -102,16 +114,28 @@ def _reason(e: BaseException) -> str:
     return text[:200]
 
 
+_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+               (b"II*\0", "TIFF"), (b"MM\0*", "TIFF"), (b"BM", "BMP"))
+
+
+def _signature(fp: IO[bytes]) -> str | None:
+    """The photo format a file's first bytes announce, when Pillow could not open it."""
+    fp.seek(0)
+    head = fp.read(12)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((fmt for magic, fmt in _SIGNATURES if head.startswith(magic)), None)
+
+
 def _too_large(name: str, w: int, h: int, limit: int) -> ImageLoadError:
     return ImageLoadError(f"{name}: image is {w}x{h} ({w * h / 1e6:.1f} MP), larger than the {limit / 1e6:g} MP limit")
 
 
 def _header_size(fp: IO[bytes]) -> tuple[int, int] | None:
     """Width and height from the header only, bypassing Pillow's bomb check (which hides them)."""
-    Image.init()
     fp.seek(0)
     prefix = fp.read(16)
-    for fmt in Image.ID:
+    for fmt in _photo_formats():
         factory, accept = Image.OPEN[fmt]
         try:
             if accept is not None and not accept(prefix):
@@ -125,7 +149,7 @@ def _header_size(fp: IO[bytes]) -> tuple[int, int] | None:
 
 def _decode(fp: IO[bytes], name: str, max_pixels: int | None) -> np.ndarray:
     try:
-        im = Image.open(fp)
+        im = Image.open(fp, formats=_photo_formats())
     except Image.DecompressionBombError as e:
         size = _header_size(fp)
         if size is not None:
@@ -134,6 +158,9 @@ def _decode(fp: IO[bytes], name: str, max_pixels: int | None) -> np.ndarray:
         mp = f"{int(m.group(1)) / 1e6:.1f} MP" if m else "too many pixels"
         raise ImageLoadError(f"{name}: image is {mp}, larger than Pillow's decompression-bomb limit") from None
     except UnidentifiedImageError:
+        fmt = _signature(fp)
+        if fmt:
+            raise ImageLoadError(f"{name}: corrupt {fmt} (its header cannot be parsed)") from None
         raise ImageLoadError(f"{name}: not an image (unrecognised format)") from None
     except Exception as e:  # header parsers raise anything (SyntaxError, struct.error, ...)
         raise ImageLoadError(f"{name}: not a valid image ({_reason(e)})") from None
@@ -149,6 +176,9 @@ def _decode(fp: IO[bytes], name: str, max_pixels: int | None) -> np.ndarray:
             raise ImageLoadError(f"{name}: not enough memory to decode a {w}x{h} image") from None
         except Exception as e:  # decoders raise OSError, SyntaxError, EOFError, ValueError, ...
             raise ImageLoadError(f"{name}: truncated or corrupt image data ({_reason(e)})") from None
+        damage = _png_damage(fp) if im.format == "PNG" else None
+        if damage:
+            raise ImageLoadError(f"{name}: {damage}")
         try:
             out = ImageOps.exif_transpose(im)
         except Exception:  # a broken EXIF block should not cost the whole image
@@ -162,21 +192,71 @@ def _decode(fp: IO[bytes], name: str, max_pixels: int | None) -> np.ndarray:
     return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
+def _png_damage(fp: IO[bytes]) -> str | None:
+    """What is wrong with a PNG that Pillow decoded anyway, or None.
+
+    Pillow stops reading once it has the pixels, so a file cut short after its last pixel row, a
+    critical chunk whose CRC does not match, or a palette whose length is not whole colours all
+    load silently; libpng (browsers, viewers) rejects them. Walks the chunks, reading at most 1 MB
+    at a time.
+    """
+    fp.seek(0, os.SEEK_END)
+    size = fp.tell()
+    fp.seek(8)
+    while True:
+        head = fp.read(8)
+        if len(head) < 8:
+            return "truncated PNG (the file ends before its IEND chunk)"
+        length, kind = struct.unpack(">I4s", head)
+        label = kind.decode("latin-1")
+        if fp.tell() + length + 4 > size:
+            return f"truncated PNG (the file ends inside its {label!r} chunk)"
+        crc, left = zlib.crc32(kind), length
+        while left:
+            piece = fp.read(min(left, 1 << 20))
+            crc, left = zlib.crc32(piece, crc), left - len(piece)
+        critical = kind[:1].isupper()  # ancillary chunks with a bad CRC are skipped by decoders, as here
+        if critical and struct.unpack(">I", fp.read(4))[0] != crc:
+            return f"corrupt PNG (the CRC of its {label!r} chunk does not match)"
+        if not critical:
+            fp.seek(4, os.SEEK_CUR)
+        if kind == b"PLTE" and (length == 0 or length % 3 or length > 768):
+            return f"corrupt PNG (its palette is {length} bytes, not 1-256 RGB colours)"
+        if kind == b"IEND":
+            return None
+
+
+_STRETCH_VALUES = 1 << 20  # pixels converted at a time: a 40 MP 16-bit scan never gets a full float copy
+
+
 def _stretch(a: np.ndarray) -> np.ndarray:
     """High-bit-depth or float grey -> uint8 over its real (finite) min..max range.
 
     Clipping would turn 12/16-bit data black or white; a constant image keeps its value clipped
     to 0..255 since it has no range to stretch.
     """
-    a = a.astype(np.float64, copy=False)
-    finite = np.isfinite(a)
-    if not finite.any():
-        return np.zeros(a.shape, np.uint8)
-    lo, hi = float(a[finite].min()), float(a[finite].max())
-    a = np.where(finite, a, lo)
+    is_float = a.dtype.kind == "f"
+    if is_float:
+        finite = np.isfinite(a)
+        if not finite.any():
+            return np.zeros(a.shape, np.uint8)
+        lo, hi = float(a.min(where=finite, initial=np.inf)), float(a.max(where=finite, initial=-np.inf))
+        del finite
+    else:
+        lo, hi = float(a.min()), float(a.max())
     if hi <= lo:
         return np.full(a.shape, np.clip(round(lo), 0, 255), np.uint8)
-    return np.rint((a - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    out = np.empty(a.shape, np.uint8)
+    scale = 255.0 / (hi - lo)
+    step = max(1, _STRETCH_VALUES // max(1, a[0].size))
+    for r in range(0, a.shape[0], step):
+        rows = a[r : r + step].astype(np.float64)
+        if is_float:
+            rows[~np.isfinite(rows)] = lo
+        rows -= lo
+        rows *= scale
+        out[r : r + step] = np.rint(rows, out=rows)
+    return out
 
 
 def _composite(rgba: np.ndarray) -> np.ndarray:

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
+from mmfer.config import ConfigError, read_yaml
 from mmfer.emotions import EMOTIONS, normalize_name
 from mmfer.scene.clip_encoder import Box, ClipSceneEncoder
 
@@ -49,27 +49,25 @@ def load_prompts(source: str | Path | dict[str, Any] | None = None) -> dict[str,
     elif isinstance(source, dict):
         data = source
     else:
-        try:
-            data = yaml.safe_load(Path(source).read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise ValueError(f"{source}: cannot read the prompt set ({exc.__class__.__name__})") from None
+        data = read_yaml(source, "prompt set")
     where = "prompt set" if not isinstance(source, (str, Path)) else str(source)
     if not isinstance(data, dict) or not isinstance(data.get("templates"), list) or \
             not isinstance(data.get("classes"), dict):
-        raise ValueError(f"{where}: expected a mapping with 'templates' (a list) and 'classes' (emotion -> phrases)")
+        raise ConfigError(f"{where}: expected a mapping with 'templates' (a list) and 'classes' (emotion -> phrases)")
     templates = [str(t) for t in data["templates"]]
     bad = [t for t in templates if t.count("{}") != 1]
     if not templates or bad:
-        raise ValueError(f"{where}: every template needs exactly one '{{}}' placeholder; bad: {bad or 'none given'}")
+        raise ConfigError(f"{where}: every template needs exactly one '{{}}' placeholder; "
+                          f"bad: {bad[:3] or 'none given'}")
     classes: dict[str, list[str]] = {}
     for name, phrases in data["classes"].items():
         key = normalize_name(str(name))
         if not isinstance(phrases, list) or not phrases:
-            raise ValueError(f"{where}: class {name!r} needs a non-empty list of phrases")
+            raise ConfigError(f"{where}: class {name!r} needs a non-empty list of phrases")
         classes[key] = [str(p) for p in phrases]
     missing = [e for e in EMOTIONS if e not in classes]
     if missing:
-        raise ValueError(f"{where}: no phrases for {missing}")
+        raise ConfigError(f"{where}: no phrases for {missing}")
     return {"templates": templates, "classes": {e: classes[e] for e in EMOTIONS}}
 
 

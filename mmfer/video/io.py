@@ -2,9 +2,11 @@
 however long the video is, rotated upright from phone metadata, capped in size.
 
 Sampling follows presentation timestamps, so variable-frame-rate videos are sampled evenly in
-time. Problems that do not stop decoding (a corrupt tail, a missing timestamp) are collected in
-``reader.notes``; files that cannot be decoded at all raise :class:`VideoLoadError`, whose
-message starts with the file name.
+time. Problems that do not stop decoding (damaged packets, which are skipped; a corrupt or
+missing tail; a missing timestamp) are collected in ``reader.notes``; files that cannot be
+decoded at all raise :class:`VideoLoadError`, whose message starts with the file name. Frames
+larger than :data:`MAX_PIXELS` are refused from the header, and the decoder is told the same
+limit, so a stream that lies about its size cannot make it allocate more.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mmfer.io.containers import mp4_damage
+
 DEFAULT_SAMPLE_FPS = 10.0
 MAX_SIDE = 1280  # frames larger than this are downscaled while decoding (4K phone video -> 1280 px)
+MAX_PIXELS = 7680 * 4320  # 8K UHD: the largest frame decoded at all
 
 
 class VideoLoadError(ValueError):
@@ -60,12 +65,14 @@ def _open(path: Path):  # noqa: ANN202 - av.container.InputContainer
         raise _fail(path, "no such file") from None
     if path.is_dir():
         raise _fail(path, "is a directory")
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise _fail(path, "not a regular file")
     if st.st_size == 0:
         raise _fail(path, "empty file (0 bytes)")
     try:
         return av.open(str(path))
     except Exception as exc:  # noqa: BLE001 - FFmpeg raises many types for non-videos
-        raise _fail(path, f"not a readable video, or corrupt ({type(exc).__name__})") from None
+        raise _fail(path, mp4_damage(path) or f"not a readable video, or corrupt ({type(exc).__name__})") from None
 
 
 class VideoReader:
@@ -81,11 +88,20 @@ class VideoReader:
                 kinds = sorted({s.type for s in c.streams}) or ["no streams"]
                 raise NoVideoTrack(f"{self.path}: has no video track (it holds {', '.join(kinds)})")
             s = c.streams.video[0]
-            fps = float(s.average_rate) if s.average_rate else None
-            duration = float(s.duration * s.time_base) if s.duration and s.time_base else (
-                c.duration / 1_000_000 if c.duration else None)
+            try:
+                fps = float(s.average_rate) if s.average_rate else None
+                # The video stream's own length; the container's may include a longer audio track.
+                self._stream_s = float(s.duration * s.time_base) if s.duration and s.time_base else None
+                duration = self._stream_s or (c.duration / 1_000_000 if c.duration else None)
+                codec = s.codec_context.name
+            except Exception as exc:  # noqa: BLE001 - a header FFmpeg parsed but PyAV cannot describe
+                raise _fail(self.path, f"unusable video stream header ({type(exc).__name__})") from None
             self.info = VideoInfo(str(path), fps, duration, int(s.frames) or None, int(s.width or 0),
-                                  int(s.height or 0), 0, s.codec_context.name, bool(c.streams.audio))
+                                  int(s.height or 0), 0, codec, bool(c.streams.audio))
+        w, h = self.info.width, self.info.height
+        if w * h > MAX_PIXELS:
+            raise _fail(self.path, f"video frames are {w}x{h} ({w * h / 1e6:.0f} MP), larger than the "
+                                   f"{MAX_PIXELS / 1e6:.0f} MP (8K) that mmfer decodes")
 
     def _convert(self, frame) -> np.ndarray:  # noqa: ANN001 - av.VideoFrame
         w, h = frame.width, frame.height
@@ -107,33 +123,60 @@ class VideoReader:
         import av
 
         step = 1.0 / self.sample_fps if self.sample_fps else 0.0
-        next_t, n, last_t = 0.0, 0, -1.0
+        next_t, n, last_t, i, end_t = 0.0, 0, -1.0, -1, None
+        bad, first_error, concealed = 0, "", 0
         with _open(self.path) as c:
             stream = c.streams.video[0]
             stream.thread_type = "AUTO"
+            stream.codec_context.options = {"max_pixels": str(MAX_PIXELS)}
             try:
-                for i, frame in enumerate(c.decode(stream)):
-                    t = frame.time
-                    if t is None:  # no timestamp: fall back on the frame count and the nominal rate
-                        t = i / (self.info.fps or 30.0)
-                        if "missing timestamps" not in " ".join(self.notes):
-                            self.notes.append("missing timestamps: times estimated from the frame rate")
-                    if t < last_t:
-                        continue  # out-of-order/duplicate timestamps
-                    if t + 1e-6 < next_t:
+                for packet in c.demux(stream):
+                    try:
+                        frames = packet.decode()
+                    except (av.FFmpegError, ValueError) as exc:  # a damaged packet: skip it, keep the rest
+                        bad += 1
+                        first_error = first_error or type(exc).__name__
                         continue
-                    last_t = t
-                    next_t = (next_t + step) if step and t < next_t + step else t + step
-                    yield Frame(n, float(t), self._convert(frame))
-                    n += 1
-                    self.frames_used = n
-            except av.FFmpegError as exc:
+                    for frame in frames:
+                        i += 1
+                        concealed += bool(frame.is_corrupt)  # decoded, with damage the decoder papered over
+                        t = frame.time
+                        if t is None:  # no timestamp: fall back on the frame count and the nominal rate
+                            t = i / (self.info.fps or 30.0)
+                            if "missing timestamps" not in " ".join(self.notes):
+                                self.notes.append("missing timestamps: times estimated from the frame rate")
+                        end_t = t if end_t is None else max(end_t, t)
+                        if t < last_t:
+                            continue  # out-of-order/duplicate timestamps
+                        if t + 1e-6 < next_t:
+                            continue
+                        try:
+                            img = self._convert(frame)
+                        except (av.FFmpegError, ValueError) as exc:
+                            bad += 1
+                            first_error = first_error or type(exc).__name__
+                            continue
+                        last_t = t
+                        next_t = (next_t + step) if step and t < next_t + step else t + step
+                        yield Frame(n, float(t), img)
+                        n += 1
+                        self.frames_used = n
+            except av.FFmpegError as exc:  # the container itself breaks off
                 if n == 0:
                     raise _fail(self.path, f"corrupt or truncated video data ({type(exc).__name__})") from None
                 self.notes.append(f"truncated or corrupt after {last_t:.2f} s ({type(exc).__name__}); "
                                   f"used the {n} frames before it")
         if n == 0:
-            raise _fail(self.path, "contains no decodable video frames")
+            detail = f": none of its {bad} damaged packets could be decoded ({first_error})" if bad else ""
+            raise _fail(self.path, "contains no decodable video frames" + detail)
+        if bad:
+            self.notes.append(f"corrupt: {bad} damaged video packet(s) or frame(s) skipped ({first_error})")
+        if concealed:
+            self.notes.append(f"corrupt: {concealed} of {i + 1} decoded frames are damaged (errors concealed by the "
+                              "decoder); faces in them may be misread")
+        dur = self._stream_s
+        if dur and end_t is not None and end_t < dur - max(1.0, 0.05 * dur):
+            self.notes.append(f"truncated: the header promises {dur:.2f} s, the frames end at {end_t:.2f} s")
 
 
 class ImageSequenceReader:
