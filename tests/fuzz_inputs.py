@@ -455,19 +455,15 @@ CANARY = "mmfer-fuzz-canary"  # a file the !!python tags would create if YAML ev
 
 def _configs(s: _Suite) -> None:
     canary = s.root / CANARY
-    laughs = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
-    for k in range(1, 10):
-        prev = chr(ord("a") + k - 1)
-        cur = chr(ord("a") + k)
-        laughs.append(f"{cur}: &{cur} [{', '.join(['*' + prev] * 10)}]")
-    bomb = "\n".join(laughs)
+    # Billion laughs: ten levels, each a list of ten aliases of the level below (10^10 values once expanded).
+    levels = ["&l0 [" + ", ".join(["x"] * 10) + "]"] + [f"&l{k} [{', '.join([f'*l{k - 1}'] * 10)}]"
+                                                          for k in range(1, 10)]
+    as_list = "".join(f"\n    - {lv}" for lv in levels)
     add = lambda name, text, what: s.add("config", name, text.encode() if isinstance(text, str) else text,  # noqa: E731
                                          "error", what)
-    add("bomb_top.yaml", bomb + "\n", "billion laughs at the top level")
-    add("bomb_name.yaml", bomb.replace("\n", "\n  ").replace("a: &a", "x:\n  a: &a", 1) + "\nname: *j\n",
-        "billion laughs in a known string field")
-    add("bomb_tuple.yaml", "augment:\n  crop_scale: *j\n".join([bomb.replace("a: &a", "_: &a", 1) + "\n", ""]),
-        "billion laughs in a tuple field")
+    add("bomb_top.yaml", "".join(f"k{k}: {lv}\n" for k, lv in enumerate(levels)), "billion laughs at the top level")
+    add("bomb_name.yaml", f"name:{as_list}\n", "billion laughs in a known string field")
+    add("bomb_tuple.yaml", f"augment:\n  crop_scale:{as_list}\n", "billion laughs in a tuple field")
     add("bomb_merge.yaml", "base: &b {name: x}\n" + "\n".join(f"m{k}: &m{k}\n  <<: *{'b' if k == 0 else f'm{k-1}'}"
                                                              for k in range(40)) + "\nname: 3\n",
         "chained merge keys")
