@@ -474,25 +474,28 @@ def _configs(s: _Suite) -> None:
                       ("object", "!!python/object:argparse.Namespace {x: 1}")):
         add(f"python_{tag}.yaml", f"name: {body}\n", f"!!python/{tag} tag")
         add(f"python_{tag}_top.yaml", f"{body}\n", f"!!python/{tag} tag at the top level")
-    add("deep_lists.yaml", "name: " + "[" * 20_000 + "]" * 20_000 + "\n", "lists nested 20,000 deep")
-    add("deep_maps.yaml", "".join(f"{'  ' * k}k{k}:\n" for k in range(300)) + "  " * 300 + "v: 1\n",
-        "mappings nested 300 deep")
-    add("huge.yaml", "name: " + "x" * (2 << 20) + "\n", "a 2 MB config")
-    add("binary.yaml", s.noise(3000), "random bytes")
-    add("latin1.yaml", "name: caf\xe9\n".encode("latin-1"), "not UTF-8")
-    add("nul.yaml", b"name: a\0b\n", "a NUL byte")
-    add("list_top.yaml", "- 1\n- 2\n", "a list at the top level")
-    add("scalar_top.yaml", "42\n", "a number at the top level")
-    add("unknown_key.yaml", "nmae: typo\n", "an unknown key")
-    add("wrong_type.yaml", "trainer:\n  epochs: many\n", "a wrong type")
-    add("mixed_keys.yaml", "1: one\nname: x\n", "an integer key beside string keys")
-    add("list_key.yaml", "? [a, b]\n: 1\n", "a list as a key")
-    add("tabs.yaml", "trainer:\n\tepochs: 3\n", "tab indentation")
-    add("unclosed.yaml", "name: [a, b\n", "an unclosed list")
-    add("section_scalar.yaml", "trainer: 5\n", "a section given as a number")
-    add("bool_as_int.yaml", "trainer:\n  epochs: true\n", "a boolean for an integer")
-    add("nan_lr.yaml", "optim:\n  lr: .nan\n", "NaN learning rate")
-    add("duplicate.yaml", "name: a\nname: b\nnmae: c\n", "duplicate and misspelt keys")
+    for name, text, what in (
+        ("deep_lists.yaml", "name: " + "[" * 20_000 + "]" * 20_000 + "\n", "lists nested 20,000 deep"),
+        ("deep_maps.yaml", "".join(f"{'  ' * k}k{k}:\n" for k in range(300)) + "  " * 300 + "v: 1\n",
+         "mappings nested 300 deep"),
+        ("huge.yaml", "name: " + "x" * (2 << 20) + "\n", "a 2 MB config"),
+        ("binary.yaml", s.noise(3000), "random bytes"),
+        ("latin1.yaml", "name: caf\xe9\n".encode("latin-1"), "not UTF-8"),
+        ("nul.yaml", b"name: a\0b\n", "a NUL byte"),
+        ("list_top.yaml", "- 1\n- 2\n", "a list at the top level"),
+        ("scalar_top.yaml", "42\n", "a number at the top level"),
+        ("unknown_key.yaml", "nmae: typo\n", "an unknown key"),
+        ("wrong_type.yaml", "trainer:\n  epochs: many\n", "a wrong type"),
+        ("mixed_keys.yaml", "1: one\nname: x\n", "an integer key beside string keys"),
+        ("list_key.yaml", "? [a, b]\n: 1\n", "a list as a key"),
+        ("tabs.yaml", "trainer:\n\tepochs: 3\n", "tab indentation"),
+        ("unclosed.yaml", "name: [a, b\n", "an unclosed list"),
+        ("section_scalar.yaml", "trainer: 5\n", "a section given as a number"),
+        ("bool_as_int.yaml", "trainer:\n  epochs: true\n", "a boolean for an integer"),
+        ("nan_lr.yaml", "optim:\n  lr: .nan\n", "NaN learning rate"),
+        ("duplicate.yaml", "name: a\nname: b\nnmae: c\n", "duplicate and misspelt keys"),
+    ):
+        add(name, text, what)
     s.add("config", "folder.yaml", lambda p: p.mkdir(), "error", "a folder")
     s.cases.append(Case(s.root / "config" / "missing.yaml", "config", "error", "a file that does not exist"))
 

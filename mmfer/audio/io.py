@@ -105,12 +105,10 @@ class _ForFFmpeg(Exception):
     """Not for libsndfile: read it with PyAV."""
 
 
-def _mpeg_audio(path: Path) -> bool:
+def _mpeg_audio(path: Path, head: bytes) -> bool:
     """MP3 (or ADTS AAC): read by FFmpeg, whose decoder is quiet; libsndfile's mpg123 prints warnings on damage."""
-    with path.open("rb") as f:
-        head = f.read(3)
     sync = len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0  # an MPEG audio frame header
-    return path.suffix.lower() == ".mp3" or head == b"ID3" or sync
+    return path.suffix.lower() == ".mp3" or head[:3] == b"ID3" or sync
 
 
 def resample(x: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
@@ -122,10 +120,8 @@ def resample(x: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
     return soxr.resample(np.ascontiguousarray(x, np.float32), rate, target, quality="HQ")
 
 
-def _declared_wav_frames(path: Path) -> int | None:
+def _declared_wav_frames(head: bytes) -> int | None:
     """Frames that a RIFF/WAVE header's data chunk claims (libsndfile silently shortens truncated files)."""
-    with path.open("rb") as f:
-        head = f.read(4096)
     if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
         return None
     pos, block_align = 12, None
@@ -154,8 +150,10 @@ class _Source:
         self.rate, self.channels, self.frames = 0, 0, None
         import soundfile as sf
 
+        with self.path.open("rb") as f:
+            head = f.read(4096)
         try:
-            if _mpeg_audio(self.path):
+            if _mpeg_audio(self.path, head):
                 raise _ForFFmpeg
             info = sf.info(str(self.path))
             self.rate, self.channels, self.frames = int(info.samplerate), int(info.channels), int(info.frames)
@@ -171,7 +169,7 @@ class _Source:
             raise _fail(self.path, f"{self.channels} channels; mmfer reads up to {MAX_CHANNELS}")
         self.problems: list[str] = []
         self.repaired = {"non-finite": 0, "beyond full scale": 0}
-        declared = _declared_wav_frames(self.path)
+        declared = _declared_wav_frames(head)
         if declared is not None and self.frames is not None and declared > self.frames * 1.02:
             self.problems.append(f"truncated: header promises {declared / self.rate:.2f} s, the file holds "
                                  f"{self.frames / self.rate:.2f} s")

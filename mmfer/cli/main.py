@@ -214,27 +214,40 @@ def _usage_errors() -> tuple[type[Exception], ...]:
     return ConfigError, DatasetError, ModelLoadError, SceneEncoderUnavailable, ProbeError, FusionError
 
 
-def _one_file(path: Path, work, *work_args, **work_kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-    """Run ``work`` on one input file: (result, None), or (None, a one-line error naming the file).
+class _Batch:
+    """The per-file results of one command. A file that fails is named on stderr and recorded with its
+    error, and the batch goes on: unreadable inputs give their own message; anything else unexpected is
+    an internal error for that file (MMFER_DEBUG=1 re-raises it, with its traceback). Usage errors
+    (config, model, data root) still stop the command."""
 
-    One bad file never stops a batch: unreadable inputs give their own message; anything else
-    unexpected is reported as an internal error for that file (MMFER_DEBUG=1 re-raises it, with
-    its traceback) and the run goes on.
-    """
-    try:
-        return work(*work_args, **work_kwargs), None
-    except _input_errors() as exc:
-        return None, str(exc)
-    except _usage_errors():
-        raise
-    except MemoryError:
-        return None, f"{path}: not enough memory to process this file"
-    except Exception as exc:  # noqa: BLE001 - see the docstring
-        if os.environ.get("MMFER_DEBUG"):
+    def __init__(self) -> None:
+        self.results: list[dict] = []
+        self.failed = 0
+
+    def run(self, path: Path, work, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+        """``work(*args, **kwargs)`` for one input file, or None when it failed (already reported)."""
+        try:
+            return work(*args, **kwargs)
+        except _input_errors() as exc:
+            error = str(exc)
+        except _usage_errors():
             raise
-        detail = " ".join(str(exc).split())[:300]
-        return None, (f"{path}: internal error ({type(exc).__name__}: {detail}); please report it with this "
-                      "file (MMFER_DEBUG=1 shows the traceback)")
+        except MemoryError:
+            error = f"{path}: not enough memory to process this file"
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            if os.environ.get("MMFER_DEBUG"):
+                raise
+            detail = " ".join(str(exc).split())[:300]
+            error = (f"{path}: internal error ({type(exc).__name__}: {detail}); please report it with this file "
+                     "(MMFER_DEBUG=1 shows the traceback)")
+        self.failed += 1
+        _err(error)
+        self.results.append({"file": str(path), "error": error})
+        return None
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_SOME_FAILED if self.failed else EXIT_OK
 
 
 def _load_cfg(args: argparse.Namespace, cls: type):  # noqa: ANN202 - an instance of cls
@@ -389,18 +402,16 @@ def _expand_inputs(paths: list[str]) -> list[tuple[Path, str]]:
 def cmd_predict(args: argparse.Namespace) -> int:
     inputs = _expand_inputs(args.paths)
     face_rec = audio_rec = None
-    results, failed = [], 0
+    batch = _Batch()
+    results = batch.results
     for path, kind in inputs:
         if kind == "audio":
             if audio_rec is None:
                 from mmfer.hf.branches import load_audio_recognizer
 
                 audio_rec = load_audio_recognizer(args.audio_model, device=args.device, **_hf_kw(args))
-            pred, error = _one_file(path, audio_rec.predict_file, path)
-            if error:
-                failed += 1
-                _err(error)
-                results.append({"file": str(path), "error": error})
+            pred = batch.run(path, audio_rec.predict_file, path)
+            if pred is None:
                 continue
             if pred.emotion is None:
                 _err(f"{path}: {'; '.join(pred.notes) or 'nothing to classify'}")
@@ -414,11 +425,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             face_rec = load_face_recognizer(args.model, detector=args.detector, device=args.device,
                                             tta_flip=False if args.no_tta else None, yunet_model=args.yunet_model,
                                             **_hf_kw(args))
-        faces, error = _one_file(path, _faces_in, face_rec, path, not args.no_detect)
-        if error:
-            failed += 1
-            _err(error)
-            results.append({"file": str(path), "error": error})
+        faces = batch.run(path, _faces_in, face_rec, path, not args.no_detect)
+        if faces is None:
             continue
         if not faces:
             _err(f"{path}: no face found")
@@ -438,7 +446,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             doc.update({"audio_model": audio_rec.card.get("name"), "audio_classes": list(audio_rec.classes)})
         doc["results"] = results
         print(json.dumps(doc, indent=2))
-    return EXIT_SOME_FAILED if failed else EXIT_OK
+    return batch.exit_code
 
 
 def _faces_in(rec, path: Path, detect: bool) -> list:  # noqa: ANN001 - a face recognizer
@@ -493,17 +501,12 @@ def cmd_timeline(args: argparse.Namespace) -> int:
 
         temporal = load_video_model(temporal)  # once for every video
     videos = [Path(v) for v in args.video]
-    failed = 0
+    batch = _Batch()
     for video, out in zip(videos, _timeline_dirs(videos, args.out), strict=True):
-        tl, error = _one_file(video, video_timeline, video, rec, args.fps or None, args.smooth,
-                              temporal=temporal)
-        if error:
-            failed += 1
-            _err(error)
-            continue
-        paths = tl.write(out)
-        _print_timeline(video, tl, args.fps, paths)
-    return EXIT_SOME_FAILED if failed else EXIT_OK
+        tl = batch.run(video, video_timeline, video, rec, args.fps or None, args.smooth, temporal=temporal)
+        if tl is not None:
+            _print_timeline(video, tl, args.fps, tl.write(out))
+    return batch.exit_code
 
 
 def _print_timeline(video: Path, tl, fps: float, paths: dict[str, Path]) -> None:  # noqa: ANN001 - VideoTimeline
@@ -537,7 +540,8 @@ def cmd_scene(args: argparse.Namespace) -> int:
     detector = None if args.whole_image else FaceDetector(args.detector, args.yunet_model)
     files = [f for item in args.paths for f in (sorted(q for q in Path(item).rglob("*")
              if q.suffix.lower() in IMAGE_SUFFIXES) if Path(item).is_dir() else [Path(item)])]
-    results, failed = [], 0
+    batch = _Batch()
+    results = batch.results
 
     def score(path: Path) -> tuple[list, object]:
         bgr = load_image(path)
@@ -546,11 +550,8 @@ def cmd_scene(args: argparse.Namespace) -> int:
         return boxes, sc.scores(emb)[0]
 
     for path in files:
-        out, error = _one_file(path, score, path)
-        if error:
-            failed += 1
-            _err(error)
-            results.append({"file": str(path), "error": error})
+        out = batch.run(path, score, path)
+        if out is None:
             continue
         boxes, probs = out
         ranked = sorted(zip(EMOTIONS, probs.tolist(), strict=True), key=lambda kv: -kv[1])
@@ -567,19 +568,17 @@ def cmd_scene(args: argparse.Namespace) -> int:
         print(json.dumps({"clip_model": model, "pretrained": pretrained,
                           "classifier": f"probe {args.probe}" if args.probe else "zero-shot prompts",
                           "results": results}, indent=2))
-    return EXIT_SOME_FAILED if failed else EXIT_OK
+    return batch.exit_code
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     pipe = _pipeline(args)
     inputs = _expand_inputs(args.paths)
-    results, failed = [], 0
+    batch = _Batch()
+    results = batch.results
     for path, _kind in inputs:
-        a, error = _one_file(path, pipe.analyze, path)
-        if error:
-            failed += 1
-            _err(error)
-            results.append({"file": str(path), "error": error})
+        a = batch.run(path, pipe.analyze, path)
+        if a is None:
             continue
         if a.fused is None:
             _err(f"{a.source}: no prediction ({'; '.join(f'{m}: {w}' for m, w in a.skipped.items())})")
@@ -591,7 +590,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         return EXIT_SOME_FAILED
     if args.json:
         print(json.dumps({"branches": pipe.status(), "results": results}, indent=2))
-    return EXIT_SOME_FAILED if failed else EXIT_OK
+    return batch.exit_code
 
 
 def _print_analysis(a) -> None:  # noqa: ANN001 (Analysis, imported lazily)

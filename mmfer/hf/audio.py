@@ -45,10 +45,6 @@ def active_seconds(samples: np.ndarray, silence_db: float = 45.0, sr: int = SAMP
     return float((db > -silence_db).sum()) * hop / sr
 
 
-def _resample(samples: np.ndarray, sr: int) -> np.ndarray:
-    return resample(samples, SAMPLE_RATE, sr)
-
-
 def encoder_spec(cfg: AudioModelCfg) -> HFSpec:
     if not cfg.hf_model:
         raise HFModelError("model.arch=hf_encoder needs model.hf_model (a hub id such as microsoft/wavlm-base-plus, "
@@ -112,7 +108,7 @@ class SpeechEncoderNet(nn.Module):
 
     def prepare(self, samples: np.ndarray) -> np.ndarray:
         """16 kHz mono samples -> the checkpoint's ``input_values`` (its own normalisation)."""
-        x = _resample(np.asarray(samples, np.float32), self.sampling_rate)
+        x = resample(np.asarray(samples, np.float32), SAMPLE_RATE, self.sampling_rate)
         return np.asarray(self.extractor(x, sampling_rate=self.sampling_rate, return_tensors="np")["input_values"][0],
                           np.float32)
 
@@ -227,7 +223,7 @@ class HFAudioRecognizer(AudioEmotionRecognizer):
 
     @torch.no_grad()
     def _classify(self, samples: np.ndarray) -> tuple[np.ndarray | None, float]:
-        x = _resample(np.asarray(samples, np.float32), self.sampling_rate)
+        x = resample(np.asarray(samples, np.float32), SAMPLE_RATE, self.sampling_rate)
         inputs = self.extractor(x, sampling_rate=self.sampling_rate, return_tensors="pt")
         logits = self.model(**{k: v.to(self.device) for k, v in inputs.items()}).logits
         probs, lost = self.labels.convert(logits.float().softmax(-1).cpu().numpy())

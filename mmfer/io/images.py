@@ -6,6 +6,7 @@ name, so a CLI can print it as is and go on with the next file.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import re
@@ -29,6 +30,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".g
 PHOTO_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "AVIF", "JPEG2000", "PPM", "TGA", "ICO", "QOI")
 
 
+@functools.cache
 def _photo_formats() -> tuple[str, ...]:
     Image.init()
     return tuple(f for f in PHOTO_FORMATS if f in Image.OPEN)
