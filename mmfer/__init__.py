@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"
 
 from mmfer.emotions import EMOTIONS
 
 if TYPE_CHECKING:
     from mmfer.audio.predictor import AudioEmotionRecognizer, AudioPrediction
+    from mmfer.branches import create_branch, list_branches
+    from mmfer.branches.loaders import load_audio_recognizer, load_face_recognizer
     from mmfer.face.predictor import FaceEmotionRecognizer, FacePrediction
-    from mmfer.hf.branches import load_audio_recognizer, load_face_recognizer
     from mmfer.pipeline import EmotionPipeline
 
 __all__ = ["EMOTIONS", "AudioEmotionRecognizer", "AudioPrediction", "EmotionPipeline", "FaceEmotionRecognizer",
-           "FacePrediction", "__version__", "load_audio_recognizer", "load_face_recognizer"]
+           "FacePrediction", "__version__", "create_branch", "list_branches", "load_audio_recognizer",
+           "load_face_recognizer"]
 
 
 def __getattr__(name: str):  # lazy: `import mmfer` must not pull in torch
@@ -28,9 +30,13 @@ def __getattr__(name: str):  # lazy: `import mmfer` must not pull in torch
 
         return getattr(audio_predictor, name)
     if name in ("load_face_recognizer", "load_audio_recognizer"):
-        from mmfer.hf import branches
+        from mmfer.branches import loaders
 
-        return getattr(branches, name)
+        return getattr(loaders, name)
+    if name in ("create_branch", "list_branches"):
+        import mmfer.branches
+
+        return getattr(mmfer.branches, name)
     if name == "EmotionPipeline":
         from mmfer.pipeline import EmotionPipeline
 

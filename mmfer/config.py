@@ -194,7 +194,7 @@ class AudioModelCfg:
     embed_dim: int = 128
     drop_rate: float = 0.3
     use_prosody: bool = True
-    # arch hf_encoder: a transformers speech encoder (wav2vec2 / HuBERT / WavLM), see mmfer.hf.audio
+    # arch hf_encoder: a transformers speech encoder (wav2vec2 / HuBERT / WavLM), see mmfer.audio.speech_encoder
     hf_model: str | None = None  # hub id or local save_pretrained directory
     hf_revision: str | None = None
     freeze_backbone: bool = True

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 #: Canonical classes (the FER-2013 set, in FER-2013 index order, so FER-2013 labels are identity).
 EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 NUM_EMOTIONS = len(EMOTIONS)
@@ -230,3 +232,12 @@ def match_checkpoint_label(label: str) -> str | None:
     no emotion mmfer knows (e.g. ``LABEL_3``, ``frustrated``, ``excited``)."""
     key = " ".join(str(label).strip().lower().replace("_", " ").replace("-", " ").split())
     return _CHECKPOINT_INDEX.get(key)
+
+
+def fold_matrix(classes: Sequence[str]) -> np.ndarray:
+    """(K, 7) matrix taking probabilities over a model's ``classes`` to :data:`EMOTIONS` (extra classes
+    such as calm or contempt added to their fold target): ``canonical = probs @ fold_matrix(classes)``."""
+    m = np.zeros((len(classes), len(EMOTIONS)), np.float64)
+    for i, c in enumerate(classes):
+        m[i, EMOTIONS.index(EXTRA_CLASSES.get(c, c))] = 1.0
+    return m

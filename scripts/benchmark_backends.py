@@ -88,7 +88,7 @@ def speech_models(tmp: Path) -> dict[str, Path | None]:
 
 
 def bench_face(tmp: Path, device: str, seconds: float, batch: int) -> list[dict]:
-    from mmfer.hf.branches import load_face_recognizer
+    from mmfer.branches.loaders import load_face_recognizer
 
     rows = []
     crops = np.random.default_rng(0).integers(0, 255, (batch, 96, 96, 3), dtype=np.uint8)
@@ -111,9 +111,9 @@ def bench_face(tmp: Path, device: str, seconds: float, batch: int) -> list[dict]
 
 def bench_audio(tmp: Path, device: str, seconds: float) -> list[dict]:
     from mmfer.audio.predictor import AudioEmotionRecognizer
+    from mmfer.audio.speech_encoder import SpeechEncoderNet
+    from mmfer.branches.loaders import load_audio_recognizer
     from mmfer.config import AudioModelCfg
-    from mmfer.hf.audio import SpeechEncoderNet
-    from mmfer.hf.branches import load_audio_recognizer
 
     t = np.arange(4 * 16000) / 16000
     x = (0.2 * np.sin(2 * np.pi * (160 + 30 * np.sin(2 * np.pi * 0.7 * t)) * t)).astype(np.float32)

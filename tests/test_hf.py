@@ -19,9 +19,9 @@ pytest.importorskip("transformers")
 import hf_tiny  # noqa: E402
 
 from conftest import FER_CSV, RAVDESS_CLIP, SHARED_DATA, needs_fer, needs_ravdess, voice  # noqa: E402
+from mmfer.core.errors import ModelLoadError  # noqa: E402
+from mmfer.core.hub import HFModelError, is_hf_spec, parse_spec, resolve  # noqa: E402
 from mmfer.emotions import EMOTIONS  # noqa: E402
-from mmfer.face.artifact import ModelLoadError  # noqa: E402
-from mmfer.hf.hub import HFModelError, is_hf_spec, parse_spec, resolve  # noqa: E402
 from mmfer.hf.labels import map_labels  # noqa: E402
 
 
@@ -80,8 +80,8 @@ def test_face_checkpoint_scores_detected_faces_with_its_own_processor(tiny: dict
                                                                       astronaut: np.ndarray) -> None:
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
+    from mmfer.branches.loaders import load_face_recognizer
     from mmfer.face.detect import crop_faces
-    from mmfer.hf.branches import load_face_recognizer
 
     rec = load_face_recognizer(tiny["face"], detector="haar")
     assert rec.card["backend"] == "transformers" and rec.classes == EMOTIONS
@@ -131,7 +131,7 @@ def test_audio_classifier_checkpoint_matches_transformers_on_a_real_clip(tiny: d
     from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
     from mmfer.audio.io import load_audio
-    from mmfer.hf.branches import load_audio_recognizer
+    from mmfer.branches.loaders import load_audio_recognizer
 
     rec = load_audio_recognizer(tiny["audio"])
     assert rec.classes == ("angry", "happy", "sad", "neutral")
@@ -150,7 +150,7 @@ def test_audio_classifier_checkpoint_matches_transformers_on_a_real_clip(tiny: d
 def test_long_recordings_are_scored_in_windows(tiny: dict[str, Path], tmp_path: Path) -> None:
     import soundfile as sf
 
-    from mmfer.hf.branches import load_audio_recognizer
+    from mmfer.branches.loaders import load_audio_recognizer
 
     path = tmp_path / "long.wav"
     sf.write(path, np.concatenate([voice(180 + 20 * i, 2.0) for i in range(12)]), 16000)  # 24 s
@@ -160,8 +160,8 @@ def test_long_recordings_are_scored_in_windows(tiny: dict[str, Path], tmp_path: 
 
 
 def test_speech_encoder_layer_means_are_exact_and_the_frozen_backbone_is_not_saved(tiny: dict[str, Path]) -> None:
+    from mmfer.audio.speech_encoder import SpeechEncoderNet
     from mmfer.config import AudioModelCfg
-    from mmfer.hf.audio import SpeechEncoderNet
 
     net = SpeechEncoderNet(AudioModelCfg(arch="hf_encoder", hf_model=str(tiny["encoder"]), hidden=16)).eval()
     with torch.no_grad():
@@ -200,7 +200,7 @@ def test_frozen_encoder_head_trains_on_ravdess_ships_and_loads(tiny: dict[str, P
     import torch.nn.functional as F
 
     from mmfer.audio.artifact import save_audio_model
-    from mmfer.hf.branches import load_audio_recognizer
+    from mmfer.branches.loaders import load_audio_recognizer
     from mmfer.training.audio_module import AudioClassifier, predict_table
     from mmfer.training.train_audio import fit, load_corpus
 
@@ -223,9 +223,9 @@ def test_frozen_encoder_head_trains_on_ravdess_ships_and_loads(tiny: dict[str, P
     rec = load_audio_recognizer(out)
     pred = rec.predict_file(RAVDESS_CLIP)
     assert len(pred.probabilities) == 8 and sum(pred.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
-    from mmfer.pipeline import _backend
+    from mmfer.branches import create_branch
 
-    assert _backend(rec) == "mmfer + transformers encoder"
+    assert create_branch("audio", out).backend == "mmfer + transformers encoder"
 
 
 @needs_ravdess
@@ -257,7 +257,7 @@ def test_attention_pooling_trains_on_input_values(tiny: dict[str, Path], tmp_pat
 
 
 def test_transformers_clip_is_a_scene_backend(tiny: dict[str, Path], astronaut: np.ndarray, tmp_path: Path) -> None:
-    from mmfer.scene.classifier import load_scene_classifier
+    from mmfer.branches.scene_classifier import load_scene_classifier
 
     sc = load_scene_classifier(f"hf:{tiny['clip']}")
     rgb = astronaut[:, :, ::-1].copy()
@@ -315,7 +315,7 @@ def test_pipeline_fuses_transformers_branches_and_says_they_are_uncalibrated(tin
 
 
 def test_bad_checkpoints_get_one_line_messages(tiny: dict[str, Path], tmp_path: Path) -> None:
-    from mmfer.hf.branches import load_audio_recognizer, load_face_recognizer
+    from mmfer.branches.loaders import load_audio_recognizer, load_face_recognizer
 
     cases = [
         (lambda: load_audio_recognizer(tiny["face"]), r"an image model \(vit\), not a speech model.*--face-model"),
@@ -363,7 +363,7 @@ def _put_in_hf_cache(src: Path, repo: str) -> None:
 
 
 def test_cached_hub_checkpoints_load_offline_and_when_the_hub_is_unreachable(tiny: dict[str, Path]) -> None:
-    from mmfer.hf.branches import load_face_recognizer
+    from mmfer.branches.loaders import load_face_recognizer
 
     _put_in_hf_cache(tiny["face"], "someone/tiny-fer-vit")
     offline = load_face_recognizer("someone/tiny-fer-vit", detector="haar", local_files_only=True)
@@ -445,7 +445,7 @@ def test_without_transformers_installed_the_message_says_how_to_get_it(tiny: dic
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "transformers" else real(name, *a))
-    from mmfer.hf.branches import load_face_recognizer
+    from mmfer.branches.loaders import load_face_recognizer
 
     with pytest.raises(HFModelError, match=r"pip install 'mmfer\[hf\]'"):
         load_face_recognizer(tiny["face"])

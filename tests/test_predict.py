@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from skimage import data
 
@@ -208,20 +209,26 @@ def test_optimised_cpu_path_matches_the_eager_model() -> None:
     eager = FaceEmotionRecognizer(optimize=False)
     for n in (1, 5, 37):
         np.testing.assert_allclose(fast.predict_crops(crops[:n]), eager.predict_crops(crops[:n]), atol=1e-4)
-    assert fast._fast is not None and eager._fast is None  # the fast path really ran
+        # the embeddings come from the same single pass, and match the eager backbone's
+        emb = fast.classify_crops(crops[:n], embed=True)[1]
+        with torch.inference_mode():
+            ref = eager.model.forward_features(torch.from_numpy(crops[:n]).float().div(255).unsqueeze(1)).numpy()
+        np.testing.assert_allclose(emb, ref, atol=1e-3, rtol=1e-3)
+    assert isinstance(fast._fast, torch.jit.ScriptModule)  # the fast path really ran
+    assert not isinstance(eager._fast, torch.jit.ScriptModule)
 
 
 def test_an_unexpected_failure_costs_one_file_not_the_batch(model_dir: Path, tmp_path: Path,
                                                             capsys: pytest.CaptureFixture,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    real = FaceEmotionRecognizer.predict_image
+    real = FaceEmotionRecognizer.predict_batch
 
-    def flaky(self, image, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-        if image.shape[0] == 31:
+    def flaky(self, images, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if any(image.shape[0] == 31 for image in images):
             raise RuntimeError("boom\nin a library")
-        return real(self, image, *args, **kwargs)
+        return real(self, images, *args, **kwargs)
 
-    monkeypatch.setattr(FaceEmotionRecognizer, "predict_image", flaky)
+    monkeypatch.setattr(FaceEmotionRecognizer, "predict_batch", flaky)
     names = []
     for i, h in enumerate((30, 31, 32)):
         names.append(tmp_path / f"{i}.png")

@@ -11,8 +11,9 @@ import torch
 from mmfer.audio.io import SAMPLE_RATE
 from mmfer.audio.models import SpeechEmotionNet, create_audio_model
 from mmfer.config import AudioTrainCfg, ConfigError, from_dict, to_dict
+from mmfer.core.artifact import load_weights, read_card, resolve_model_dir, save_artifact
+from mmfer.core.errors import ModelLoadError
 from mmfer.emotions import AUDIO_EMOTIONS, EXTRA_CLASSES, check_model_classes
-from mmfer.face.artifact import ModelLoadError, load_weights, read_card, resolve_model_dir, save_artifact
 
 DEFAULT_AUDIO_MODEL = "audio_crnn"
 

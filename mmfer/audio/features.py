@@ -45,6 +45,17 @@ class Features:
         return self.mel.shape[-1]
 
 
+def active_seconds(samples: np.ndarray, silence_db: float = 45.0, sr: int = SAMPLE_RATE) -> float:
+    """Seconds of 10 ms frames within ``silence_db`` of the loudest frame (what counts as sound)."""
+    hop = sr // 100
+    n = len(samples) // hop
+    if n == 0:
+        return 0.0
+    rms = np.sqrt(np.mean(np.square(samples[: n * hop].reshape(n, hop), dtype=np.float64), axis=1) + 1e-12)
+    db = 20 * np.log10(rms / rms.max())
+    return float((db > -silence_db).sum()) * hop / sr
+
+
 def hop_samples(cfg: FeatureCfg) -> int:
     return int(round(cfg.hop_ms * SAMPLE_RATE / 1000))
 

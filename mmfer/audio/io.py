@@ -11,13 +11,18 @@ before anything is decoded, and samples that are not numbers are repaired and no
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from mmfer.io.containers import mp4_damage
+from mmfer.io.media import AUDIO_SUFFIXES as MEDIA_AUDIO_SUFFIXES
+from mmfer.io.media import VIDEO_SUFFIXES as MEDIA_VIDEO_SUFFIXES
+from mmfer.io.media import Media
 
 SAMPLE_RATE = 16_000
 MAX_LOAD_SECONDS = 600.0
@@ -30,8 +35,8 @@ MAX_LOAD_VALUES = 32 * 2**20
 MIN_FILE_BYTES = 16  # no audio format fits in less
 BLOCK_VALUES = 2**21  # source samples x channels per decoded block (8 MB), so no rate or channel count blows memory
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf"}
-VIDEO_SUFFIXES = {".mp4", ".m4a", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".aac", ".wma", ".3gp"}
+# Folders are walked by these names; a file given by name is read by its content (mmfer.io.media).
+AUDIO_SUFFIXES, VIDEO_SUFFIXES = MEDIA_AUDIO_SUFFIXES, MEDIA_VIDEO_SUFFIXES
 
 DEAD_CHANNEL_DB = -40.0  # a channel this far below the loudest one is treated as unconnected
 CLIP_LEVEL = 0.999
@@ -143,23 +148,34 @@ class _Source:
     clipped (both counted in ``repaired`` for the notes).
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, media: Media | None = None, packets: Iterable[Any] | None = None):
         self.path = Path(path)
-        _check_file(self.path)
         self.kind = "soundfile"
         self.rate, self.channels, self.frames = 0, 0, None
-        import soundfile as sf
-
-        with self.path.open("rb") as f:
-            head = f.read(4096)
-        try:
-            if _mpeg_audio(self.path, head):
-                raise _ForFFmpeg
-            info = sf.info(str(self.path))
-            self.rate, self.channels, self.frames = int(info.samplerate), int(info.channels), int(info.frames)
-        except Exception as sf_exc:  # libsndfile cannot read it: maybe a container FFmpeg knows
+        # An already opened container (from open_media) is read in place; ``packets`` are its audio
+        # packets when someone else demuxes it (the video reader, in the same pass as the frames).
+        self._container, self._packets = (media.container, packets) if media is not None else (None, None)
+        if self._container is not None:
             self.kind = "av"
-            self._probe_av(sf_exc)
+            self._describe_av(self._container)
+            head = media.head
+        else:
+            import soundfile as sf
+
+            if media is None:
+                _check_file(self.path)
+                with self.path.open("rb") as f:
+                    head = f.read(4096)
+            else:
+                head = media.head
+            try:
+                if _mpeg_audio(self.path, head):
+                    raise _ForFFmpeg
+                info = sf.info(str(self.path))
+                self.rate, self.channels, self.frames = int(info.samplerate), int(info.channels), int(info.frames)
+            except Exception as sf_exc:  # libsndfile cannot read it: maybe a container FFmpeg knows
+                self.kind = "av"
+                self._probe_av(sf_exc)
         if self.rate <= 0 or self.channels <= 0:
             raise _fail(self.path, f"invalid header (rate {self.rate} Hz, {self.channels} channels)")
         if not MIN_SOURCE_RATE <= self.rate <= MAX_SOURCE_RATE:
@@ -179,22 +195,28 @@ class _Source:
 
         try:
             with av.open(str(self.path)) as c:
-                if not c.streams.audio:
-                    kinds = sorted({s.type for s in c.streams}) or ["no streams"]
-                    raise _fail(self.path, f"has no audio track (it holds {', '.join(kinds)})")
-                s = c.streams.audio[0]
-                layout = s.layout  # the decoder's output layout: what _av_blocks converts every frame to
-                self.rate, self.channels = int(s.rate or 0), len(layout.channels) if layout else int(s.channels or 0)
-                self.layout = layout
-                if s.duration is not None and s.time_base is not None:
-                    self.frames = int(float(s.duration * s.time_base) * self.rate)
-                elif c.duration:
-                    self.frames = int(c.duration / 1_000_000 * self.rate)
+                self._describe_av(c)
         except AudioLoadError:
             raise
         except Exception as av_exc:
             tried = "" if isinstance(sf_exc, _ForFFmpeg) else f"{type(sf_exc).__name__}; "
             raise _unreadable(self.path, f"{tried}{type(av_exc).__name__}") from None
+
+    def _describe_av(self, c: Any) -> None:
+        if not c.streams.audio:
+            kinds = sorted({s.type for s in c.streams}) or ["no streams"]
+            raise _fail(self.path, f"has no audio track (it holds {', '.join(kinds)})")
+        s = c.streams.audio[0]
+        try:
+            layout = s.layout  # the decoder's output layout: what _av_blocks converts every frame to
+            self.rate, self.channels = int(s.rate or 0), len(layout.channels) if layout else int(s.channels or 0)
+        except Exception as exc:  # noqa: BLE001 - a header FFmpeg parsed but PyAV cannot describe
+            raise _fail(self.path, f"unusable audio stream header ({type(exc).__name__})") from None
+        self.layout = layout
+        if s.duration is not None and s.time_base is not None:
+            self.frames = int(float(s.duration * s.time_base) * self.rate)
+        elif c.duration:
+            self.frames = int(c.duration / 1_000_000 * self.rate)
 
     @property
     def duration_s(self) -> float | None:
@@ -250,11 +272,14 @@ class _Source:
         pending: list[np.ndarray] = []
         have, bad, good = 0, 0, 0
         try:
-            with av.open(str(self.path)) as c:
+            with contextlib.nullcontext(self._container) if self._container is not None else \
+                    av.open(str(self.path)) as c:
                 stream = c.streams.audio[0]
                 # Planar float at the source rate and layout: our own mixer handles dead channels.
                 res = av.AudioResampler(format="fltp", layout=self.layout, rate=self.rate)
-                for packet in c.demux(stream):
+                for packet in self._packets if self._packets is not None else c.demux(stream):
+                    if packet.stream is not stream:
+                        continue
                     try:
                         frames = [out for frame in packet.decode() for out in res.resample(frame)]
                     except (av.FFmpegError, ValueError):  # a damaged packet: skip it, keep the rest
@@ -335,14 +360,22 @@ def _quality_notes(x: np.ndarray, source_rate: int, notes: list[str]) -> np.ndar
     return x.astype(np.float32, copy=False)
 
 
-def audio_info(path: str | Path) -> dict[str, float | int | None | str]:
+AudioSource = _Source
+"""An opened audio file or track: :func:`load_audio` and :func:`iter_windows` take one in place of a path."""
+
+
+def _source(path: str | Path | _Source) -> _Source:
+    return path if isinstance(path, _Source) else _Source(path)
+
+
+def audio_info(path: str | Path | _Source) -> dict[str, float | int | None | str]:
     """Rate, channels and duration from the header (nothing decoded)."""
-    src = _Source(path)
+    src = _source(path)
     return {"path": str(path), "sample_rate": src.rate, "channels": src.channels, "duration_s": src.duration_s,
             "reader": src.kind}
 
 
-def load_audio(path: str | Path, max_seconds: float | None = MAX_LOAD_SECONDS) -> AudioClip:
+def load_audio(path: str | Path | _Source, max_seconds: float | None = MAX_LOAD_SECONDS) -> AudioClip:
     """Decode a whole file to 16 kHz mono float32.
 
     Raises:
@@ -351,7 +384,8 @@ def load_audio(path: str | Path, max_seconds: float | None = MAX_LOAD_SECONDS) -
             before decoding, and again while decoding for headers that lie or say nothing.
         AudioLoadError: missing, empty, not audio, corrupt, impossible header, no audio track.
     """
-    src = _Source(path)
+    src = _source(path)
+    path = src.path
     limit = MAX_LOAD_VALUES // src.channels  # 16 kHz frames
     if max_seconds is not None:
         limit = min(limit, int(max_seconds * SAMPLE_RATE))
@@ -388,7 +422,7 @@ def _too_long(path: str | Path, dur: float | None, channels: int, max_seconds: f
                         "automatically)")
 
 
-def iter_windows(path: str | Path, window_s: float = 4.0, hop_s: float | None = None,
+def iter_windows(path: str | Path | _Source, window_s: float = 4.0, hop_s: float | None = None,
                  min_last_s: float = 1.0) -> Iterator[AudioClip]:
     """Stream a file of any length as 16 kHz mono windows of ``window_s`` seconds.
 
@@ -396,7 +430,8 @@ def iter_windows(path: str | Path, window_s: float = 4.0, hop_s: float | None = 
     The last window is kept when it is at least ``min_last_s`` long (or when it is the only one).
     """
     hop_s = hop_s or window_s
-    src = _Source(path)
+    src = _source(path)
+    path = src.path
     win, hop = int(window_s * SAMPLE_RATE), int(hop_s * SAMPLE_RATE)
     said: set[str] = set()
     buf = np.zeros((src.channels, 0), np.float32)

@@ -14,22 +14,23 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from mmfer.audio.features import PROSODY_NAMES
+from mmfer.audio.speech_encoder import SpeechEncoderNet  # transformers: imported only when one is built
 from mmfer.config import AudioModelCfg
+from mmfer.core.models import create_model, list_models, register_model
 
-_REGISTRY: dict[str, Callable[[AudioModelCfg, int], nn.Module]] = {}
 TIME_STRIDE = 4  # frames per encoder step (two 2x time poolings)
 
 
-def register(name: str) -> Callable:
-    def deco(fn: Callable[[AudioModelCfg, int], nn.Module]) -> Callable[[AudioModelCfg, int], nn.Module]:
-        _REGISTRY[name] = fn
-        return fn
+PREPROCESSING = {"input": "feature matrix of mmfer.audio.features: log-mel rows then prosody rows, (B, n_mels + 6, T)"}
 
-    return deco
+
+def register(name: str) -> Callable:
+    """Register an audio architecture (``audio/<name>`` in :func:`mmfer.core.models.list_models`)."""
+    return register_model("audio", name, PREPROCESSING)
 
 
 def list_audio_models() -> list[str]:
-    return sorted(_REGISTRY)
+    return list_models("audio")
 
 
 def _mask(lengths: torch.Tensor, t: int) -> torch.Tensor:
@@ -112,15 +113,13 @@ def _crnn(cfg: AudioModelCfg, n_mels: int) -> nn.Module:
 
 @register("hf_encoder")
 def _hf_encoder(cfg: AudioModelCfg, n_mels: int) -> nn.Module:
-    from mmfer.hf.audio import SpeechEncoderNet  # transformers is imported only when asked for
-
     return SpeechEncoderNet(cfg)
 
 
 def create_audio_model(cfg: AudioModelCfg, n_mels: int) -> SpeechEmotionNet:
     """Build the architecture ``cfg.arch`` (see :func:`list_audio_models`)."""
-    if cfg.arch not in _REGISTRY:
+    if cfg.arch not in list_audio_models():
         raise ValueError(f"unknown audio model.arch {cfg.arch!r}; known: {', '.join(list_audio_models())}")
     if n_mels % 16:
         raise ValueError(f"features.n_mels must be a multiple of 16 for {cfg.arch!r}, got {n_mels}")
-    return _REGISTRY[cfg.arch](cfg, n_mels)
+    return create_model("audio", cfg.arch, cfg, n_mels)

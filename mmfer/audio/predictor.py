@@ -23,8 +23,8 @@ import torch
 
 from mmfer.audio.artifact import load_audio_model
 from mmfer.audio.feature_table import feature_matrix
-from mmfer.audio.features import FeatureExtractor
-from mmfer.audio.io import SAMPLE_RATE, AudioClip, AudioTooLong, audio_info, iter_windows, load_audio
+from mmfer.audio.features import FeatureExtractor, active_seconds
+from mmfer.audio.io import SAMPLE_RATE, AudioClip, AudioSource, AudioTooLong, iter_windows, load_audio
 from mmfer.audio.models import TIME_STRIDE
 from mmfer.emotions import fold_to_canonical
 
@@ -79,21 +79,23 @@ class AudioEmotionRecognizer:
         self.window_s, self.single_pass_s = window_s, single_pass_s
 
     @torch.no_grad()
-    def _score(self, samples: np.ndarray) -> tuple[np.ndarray | None, float, str | None]:
-        """Class probabilities and seconds of sound of one clip, or None and why it was not scored."""
+    def _score(self, samples: np.ndarray, notes: list[str] | None = None
+               ) -> tuple[np.ndarray | None, float, str | None]:
+        """Class probabilities and seconds of sound of one clip, or None and why it was not scored.
+        What the scorer notices is appended to ``notes``: this call's own list, never the instance's
+        (one recognizer serves concurrent requests)."""
         if samples.size < MIN_CLIP_S * SAMPLE_RATE:
             return None, 0.0, (f"too short to score: {samples.size / SAMPLE_RATE:.2f} s of audio (at least "
                                f"{MIN_CLIP_S} s is needed)")
         if float(np.abs(samples).max()) < SILENCE_PEAK:
             return None, 0.0, SILENT
-        probs, speech = self._classify(samples)
+        probs, speech = self._classify(samples, [] if notes is None else notes)
         return probs, speech, None if probs is not None else SILENT
 
-    def _classify(self, samples: np.ndarray) -> tuple[np.ndarray | None, float]:
-        """A clip with sound -> probabilities over ``classes`` and its seconds of sound."""
-        if getattr(self.model, "takes_waveform", False):  # a transformers encoder (mmfer.hf.audio)
-            from mmfer.hf.audio import active_seconds
-
+    def _classify(self, samples: np.ndarray, notes: list[str]) -> tuple[np.ndarray | None, float]:
+        """A clip with sound -> probabilities over ``classes`` and its seconds of sound; subclasses append
+        what they notice (e.g. probability lost to unmapped labels) to this call's ``notes``."""
+        if getattr(self.model, "takes_waveform", False):  # a transformers encoder (mmfer.audio.speech_encoder)
             x = torch.from_numpy(self.model.prepare(samples))[None, None].to(self.device)
             probs = self.model(x).float().softmax(1)[0].cpu().numpy()
             return probs, active_seconds(samples, self.cfg.features.silence_db)
@@ -106,13 +108,10 @@ class AudioEmotionRecognizer:
         probs = self.model(x).float().softmax(1)[0].cpu().numpy()
         return probs, feats.active_s
 
-    def _extra_notes(self) -> list[str]:
-        """Notes the scorer collected (subclasses: e.g. probability lost to unmapped labels)."""
-        return []
-
     def _result(self, source: str, probs: np.ndarray | None, duration: float, speech: float, notes: list[str],
-                windows: list[dict[str, Any]] | None = None, why: str | None = None) -> AudioPrediction:
-        notes = list(notes) + self._extra_notes()
+                windows: list[dict[str, Any]] | None = None, why: str | None = None,
+                scorer_notes: list[str] | None = None) -> AudioPrediction:
+        notes = list(notes) + list(dict.fromkeys(scorer_notes or []))  # the scorer's notes, once each
         if probs is None:
             notes.append(why or SILENT)
             return AudioPrediction(source, None, None, {}, duration, 0.0, True, notes, windows or [])
@@ -132,35 +131,41 @@ class AudioEmotionRecognizer:
         samples = np.asarray(samples, np.float32).reshape(-1)
         if not np.isfinite(samples).all():
             raise ValueError(f"{source}: samples contain NaN or infinity")
-        probs, speech, why = self._score(samples)
-        return self._result(source, probs, len(samples) / SAMPLE_RATE, speech, notes or [], why=why)
+        scorer_notes: list[str] = []
+        probs, speech, why = self._score(samples, scorer_notes)
+        return self._result(source, probs, len(samples) / SAMPLE_RATE, speech, notes or [], why=why,
+                            scorer_notes=scorer_notes)
 
     def predict_clip(self, clip: AudioClip) -> AudioPrediction:
         return self.predict_samples(clip.samples, clip.path, clip.notes)
 
-    def predict_file(self, path: str | Path) -> AudioPrediction:
-        """Any audio file, or the audio track of a video. Raises AudioLoadError for unusable files."""
-        info = audio_info(path)
-        duration = info["duration_s"]
+    def predict_file(self, path: str | Path | AudioSource) -> AudioPrediction:
+        """Any audio file, or the audio track of a video, or an opened :class:`~mmfer.audio.io.AudioSource`
+        (a track being demuxed with the frames). Raises AudioLoadError for unusable files."""
+        src = path if isinstance(path, AudioSource) else AudioSource(path)
+        duration = src.duration_s
         if isinstance(duration, float) and duration <= self.single_pass_s:
             try:
-                return self.predict_clip(load_audio(path, max_seconds=2 * self.single_pass_s))
+                return self.predict_clip(load_audio(src, max_seconds=2 * self.single_pass_s))
             except AudioTooLong:  # the header understated the length, or too many channels: stream it
-                pass
-        return self._predict_windows(path)
+                src = AudioSource(src.path)  # the first read consumed the stream: this rare case reads it again
+        return self._predict_windows(src)
 
-    def _predict_windows(self, path: str | Path) -> AudioPrediction:
+    predict_source = predict_file
+
+    def _predict_windows(self, path: str | Path | AudioSource) -> AudioPrediction:
         total, weight, speech, end = None, 0.0, 0.0, 0.0
         first_note: dict[str, str] = {}  # one note per kind (clipped, DC, channel...), with its window count
         counts: dict[str, int] = {}
         timeline = []
         first_why = None
+        scorer_notes: list[str] = []
         for w in iter_windows(path, self.window_s):
             for n in w.notes:
                 kind = n.split(":")[0].split(" ")[0]
                 first_note.setdefault(kind, n)
                 counts[kind] = counts.get(kind, 0) + 1
-            probs, sound, why = self._score(w.samples)
+            probs, sound, why = self._score(w.samples, scorer_notes)
             first_why = first_why or why
             end = w.offset_s + w.duration_s
             row: dict[str, Any] = {"start_s": round(w.offset_s, 2), "end_s": round(end, 2),
@@ -177,4 +182,5 @@ class AudioEmotionRecognizer:
         probs = None if total is None else total / weight
         if probs is not None and speech < 0.1 * end:
             notes.append(f"little sound: {speech:.1f} s of {end:.1f} s")
-        return self._result(str(path), probs, end, speech, notes, timeline, why=first_why)
+        source = str(path.path if isinstance(path, AudioSource) else path)
+        return self._result(source, probs, end, speech, notes, timeline, why=first_why, scorer_notes=scorer_notes)

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -69,6 +70,10 @@ def _pipeline(args: argparse.Namespace, **extra: object):  # noqa: ANN202 - Emot
                            device=args.device, detector=args.detector, yunet_model=args.yunet_model,
                            sample_fps=args.fps, hf_offline=args.hf_offline,
                            trust_remote_code=args.trust_remote_code, **extra)
+
+
+#: The pipeline a command's options ask for; public for the commands wired in by :mod:`mmfer.__main__`.
+pipeline_from_args = _pipeline
 
 
 def _add_data_root(p: argparse.ArgumentParser) -> None:
@@ -180,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--max-video-s", type=float, default=60.0, help="longest video accepted")
     _add_pipeline_options(de)
 
-    sub.add_parser("models", help="list the shipped models and their metrics")
+    sub.add_parser("models", help="list the registered branches (modality, backend) and the shipped models")
     return parser
 
 
@@ -205,8 +210,8 @@ def _input_errors() -> tuple[type[Exception], ...]:
 def _usage_errors() -> tuple[type[Exception], ...]:
     """Errors about the command itself (config, model, data root): they stop the run with exit code 2."""
     from mmfer.config import ConfigError
+    from mmfer.core.errors import ModelLoadError
     from mmfer.data.fer2013 import DatasetError
-    from mmfer.face.artifact import ModelLoadError
     from mmfer.fusion.late_fusion import FusionError
     from mmfer.scene.clip_encoder import SceneEncoderUnavailable
     from mmfer.scene.probe import ProbeError
@@ -263,7 +268,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _train_audio(args)
     if args.modality == "scene":
         from mmfer.config import SceneTrainCfg
-        from mmfer.scene.train_probe import train_scene_probe
+        from mmfer.training.train_scene_probe import train_scene_probe
 
         cfg = _load_cfg(args, SceneTrainCfg)
         path, m = train_scene_probe(cfg, Path(args.out) if args.out else Path("runs") / cfg.name)
@@ -367,8 +372,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return _eval_video(args)
     from mmfer.evaluation.face_eval import evaluate_face
 
+    face = _command_pipeline(args, temporal=False, scene=False, tta_flip=bool(args.tta)).require("face")
     rep = evaluate_face(args.model, split=args.split, data_root=args.data_root, labels=args.labels,
-                        tta_flip=args.tta, out_dir=args.out, limit=args.limit, **_hf_kw(args))
+                        tta_flip=args.tta, out_dir=args.out, limit=args.limit, face=face, **_hf_kw(args))
     print(f"{args.split}: accuracy {rep['accuracy']:.4f}  macro-F1 {rep['macro_f1']:.4f}  n={rep['n']}")
     for name, path in rep.get("paths", {}).items():
         print(f"  {name}: {path}")
@@ -376,15 +382,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _expand_inputs(paths: list[str]) -> list[tuple[Path, str]]:
-    """(file, "image" | "audio") for explicit files and the image/audio/video files inside folders."""
+    """(file, "image" | "audio") for explicit files and the image/audio/video files inside folders. Explicit
+    files are routed by their content (a video counts as audio here: its audio track); folders are walked
+    by file name."""
     from mmfer.audio.io import is_audio_path
     from mmfer.io.images import IMAGE_SUFFIXES
+    from mmfer.io.media import IMAGE, MediaError, media_kind
 
     out = []
     for item in paths:
         p = Path(item)
-        if not p.is_dir():  # explicit files are routed by suffix; unknown suffixes go to the image reader
-            out.append((p, "audio" if is_audio_path(p) else "image"))
+        if not p.is_dir():
+            try:
+                kind = media_kind(p)
+            except MediaError:  # missing, empty, not a regular file: the image reader names the problem
+                kind = IMAGE
+            out.append((p, "image" if kind == IMAGE else "audio"))
             continue
         for root, dirs, files in os.walk(p):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -399,33 +412,40 @@ def _expand_inputs(paths: list[str]) -> list[tuple[Path, str]]:
     return out
 
 
+def _command_pipeline(args: argparse.Namespace, **kw: object):  # noqa: ANN202 - EmotionPipeline
+    """The pipeline for a single-branch command (predict, timeline, scene, eval), from its own options."""
+    from mmfer.pipeline import EmotionPipeline
+
+    opts: dict = {"face_model": getattr(args, "model", None), "audio_model": getattr(args, "audio_model", None),
+                  "detector": getattr(args, "detector", "auto"), "yunet_model": getattr(args, "yunet_model", None),
+                  "device": getattr(args, "device", "auto"), "hf_offline": bool(getattr(args, "hf_offline", False)),
+                  "trust_remote_code": bool(getattr(args, "trust_remote_code", False))}
+    return EmotionPipeline(**{**opts, **kw})
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     inputs = _expand_inputs(args.paths)
-    face_rec = audio_rec = None
+    pipe = _command_pipeline(args, temporal=False, scene=False, tta_flip=False if args.no_tta else None)
+    used_face = used_audio = False
     batch = _Batch()
     results = batch.results
     for path, kind in inputs:
         if kind == "audio":
-            if audio_rec is None:
-                from mmfer.hf.branches import load_audio_recognizer
-
-                audio_rec = load_audio_recognizer(args.audio_model, device=args.device, **_hf_kw(args))
-            pred = batch.run(path, audio_rec.predict_file, path)
-            if pred is None:
+            pipe.require("audio")  # a model that cannot load stops the command (not one line per file)
+            used_audio = True
+            out = batch.run(path, pipe.audio, path)
+            if out is None:
                 continue
+            pred = out.details
             if pred.emotion is None:
                 _err(f"{path}: {'; '.join(pred.notes) or 'nothing to classify'}")
             results.append({"file": str(path), "audio": pred.to_dict()})
             if not args.json:
                 _print_audio(path, pred)
             continue
-        if face_rec is None:
-            from mmfer.hf.branches import load_face_recognizer
-
-            face_rec = load_face_recognizer(args.model, detector=args.detector, device=args.device,
-                                            tta_flip=False if args.no_tta else None, yunet_model=args.yunet_model,
-                                            **_hf_kw(args))
-        faces = batch.run(path, _faces_in, face_rec, path, not args.no_detect)
+        pipe.require("face")
+        used_face = True
+        faces = batch.run(path, _faces_in, pipe, path, not args.no_detect)
         if faces is None:
             continue
         if not faces:
@@ -438,21 +458,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return EXIT_SOME_FAILED
     if args.json:
         doc: dict = {}
-        if face_rec is not None:
-            doc.update({"model": face_rec.card.get("name"), "backend": face_rec.card.get("backend", "mmfer"),
-                        "detector": None if args.no_detect else face_rec.detector.backend,
-                        "classes": list(face_rec.classes)})
-        if audio_rec is not None:
-            doc.update({"audio_model": audio_rec.card.get("name"), "audio_classes": list(audio_rec.classes)})
+        if used_face:
+            face = pipe.require("face")
+            doc.update({"model": face.name, "backend": face.card.get("backend", "mmfer"),
+                        "detector": None if args.no_detect else pipe.detector.backend, "classes": list(face.classes)})
+        if used_audio:
+            audio = pipe.require("audio")
+            doc.update({"audio_model": audio.name, "audio_classes": list(audio.classes)})
         doc["results"] = results
         print(json.dumps(doc, indent=2))
     return batch.exit_code
 
 
-def _faces_in(rec, path: Path, detect: bool) -> list:  # noqa: ANN001 - a face recognizer
+def _faces_in(pipe, path: Path, detect: bool) -> list:  # noqa: ANN001 - EmotionPipeline
     from mmfer.io.images import load_image
 
-    return rec.predict_image(load_image(path), detect=detect)
+    return pipe.faces([load_image(path)], detect=detect)[0]
 
 
 def _print_audio(path: Path, pred) -> None:  # noqa: ANN001 (AudioPrediction, imported lazily)
@@ -490,20 +511,15 @@ def _timeline_dirs(videos: list[Path], out: str | None) -> list[Path]:
 
 
 def cmd_timeline(args: argparse.Namespace) -> int:
-    from mmfer.hf.branches import load_face_recognizer
-    from mmfer.video.timeline import video_timeline
-
-    rec = load_face_recognizer(args.model, detector=args.detector, device=args.device, yunet_model=args.yunet_model,
-                               **_hf_kw(args))
-    temporal = args.temporal
-    if temporal:
-        from mmfer.video.artifact import load_video_model
-
-        temporal = load_video_model(temporal)  # once for every video
+    pipe = _command_pipeline(args, scene=False, temporal=bool(args.temporal), temporal_model=args.temporal,
+                             sample_fps=args.fps or None)
+    pipe.require("face")
+    if args.temporal:
+        pipe.require("temporal")  # asked for: a head that cannot load stops the command
     videos = [Path(v) for v in args.video]
     batch = _Batch()
     for video, out in zip(videos, _timeline_dirs(videos, args.out), strict=True):
-        tl = batch.run(video, video_timeline, video, rec, args.fps or None, args.smooth, temporal=temporal)
+        tl = batch.run(video, pipe.timeline, video, args.smooth)
         if tl is not None:
             _print_timeline(video, tl, args.fps, tl.write(out))
     return batch.exit_code
@@ -531,13 +547,11 @@ def _print_timeline(video: Path, tl, fps: float, paths: dict[str, Path]) -> None
 
 def cmd_scene(args: argparse.Namespace) -> int:
     from mmfer.emotions import EMOTIONS
-    from mmfer.face.detect import FaceDetector
     from mmfer.io.images import IMAGE_SUFFIXES, load_image
-    from mmfer.scene.classifier import load_scene_classifier
 
-    sc = load_scene_classifier(args.clip_model, args.clip_pretrained, args.probe, args.prompts, args.device)
-    encoder, model, pretrained = sc.encoder, sc.model, sc.pretrained
-    detector = None if args.whole_image else FaceDetector(args.detector, args.yunet_model)
+    pipe = _command_pipeline(args, temporal=False, clip_model=args.clip_model, clip_pretrained=args.clip_pretrained,
+                             scene_probe=args.probe, scene_prompts=args.prompts, clip_download=True)
+    scene = pipe.require("scene")
     files = [f for item in args.paths for f in (sorted(q for q in Path(item).rglob("*")
              if q.suffix.lower() in IMAGE_SUFFIXES) if Path(item).is_dir() else [Path(item)])]
     batch = _Batch()
@@ -545,9 +559,8 @@ def cmd_scene(args: argparse.Namespace) -> int:
 
     def score(path: Path) -> tuple[list, object]:
         bgr = load_image(path)
-        boxes = [f.box for f in detector.detect(bgr)] if detector else []
-        emb = encoder.embed_images([bgr[:, :, ::-1]], [boxes] if detector else None)
-        return boxes, sc.scores(emb)[0]
+        boxes = [] if args.whole_image else [f.box for f in pipe.detector.detect(bgr)]
+        return boxes, pipe.scene([bgr], [boxes]).probs
 
     for path in files:
         out = batch.run(path, score, path)
@@ -558,14 +571,15 @@ def cmd_scene(args: argparse.Namespace) -> int:
         results.append({"file": str(path), "emotion": ranked[0][0], "faces_masked": len(boxes),
                         "probabilities": {k: round(v, 4) for k, v in ranked}})
         if not args.json:
-            masked = f"{len(boxes)} face(s) masked" if detector else "whole image"
+            masked = "whole image" if args.whole_image else f"{len(boxes)} face(s) masked"
             print(f"{path}  scene ({masked}) -> {ranked[0][0]} ({ranked[0][1]:.2f})  ["
                   + "  ".join(f"{k} {v:.2f}" for k, v in ranked) + "]")
     if not results:
         _err("no image files found in " + ", ".join(args.paths))
         return EXIT_SOME_FAILED
     if args.json:
-        print(json.dumps({"clip_model": model, "pretrained": pretrained,
+        clip = scene.card["clip"]
+        print(json.dumps({"clip_model": clip["model"], "pretrained": clip["pretrained"],
                           "classifier": f"probe {args.probe}" if args.probe else "zero-shot prompts",
                           "results": results}, indent=2))
     return batch.exit_code
@@ -624,18 +638,15 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         ravdess_set,
         write_ablation,
     )
-    from mmfer.face.artifact import ModelLoadError
 
     names = [s.strip() for s in args.sets.split(",") if s.strip()]
     unknown = sorted(set(names) - set(SETS))
     if unknown or not names:
         raise ConfigError(f"unknown --sets {unknown or names}; choose from {', '.join(SETS)}")
-    from mmfer.hf.hub import is_hf_spec
-
     pipe = _pipeline(args)
-    hf_face, hf_audio = is_hf_spec(args.face_model), is_hf_spec(args.audio_model)
-    for modality in ("face",) * hf_face + ("audio",) * hf_audio:
-        pipe._branch(modality)  # loads it, and enters it into the fusion uncalibrated unless the card is its own
+    hf_face = pipe.require("face").backend == "transformers"
+    hf_audio = args.audio_model is not None and pipe.require("audio").backend == "transformers"
+    # (loading them enters a model the fusion card was not fitted for uncalibrated, and says so)
     sets = []
     for name in names:
         if name == "fer2013":
@@ -646,10 +657,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                 continue
             sets.append(ckplus_set(args.temporal_model or "video_bigru_ckplus", args.face_model))
         elif hf_audio:
-            audio = pipe._branch("audio")
-            if not audio.available:
-                raise ModelLoadError(audio.reason or f"{args.audio_model}: unavailable")
-            sets.append(ravdess_recordings_set(audio.obj, args.data_root, args.limit))
+            sets.append(ravdess_recordings_set(pipe, args.data_root, args.limit))
         else:
             sets.append(ravdess_set(args.audio_model or "audio_crnn"))
     result = ablate(pipe.fusion, sets)
@@ -663,10 +671,13 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from mmfer.fusion.build import build_fusion
     from mmfer.pipeline import DEFAULT_FUSION
+    from mmfer.training.fit_fusion import build_fusion
 
-    fusion = build_fusion(args.face_model, args.data_root, args.audio_model, args.temporal_model, **_hf_kw(args))
+    pipe = _command_pipeline(args, face_model=args.face_model, audio_model=args.audio_model, temporal=False,
+                             scene=False, tta_flip=None)
+    fusion = build_fusion(args.face_model, args.data_root, args.audio_model, args.temporal_model, pipeline=pipe,
+                          **_hf_kw(args))
     path = fusion.save(args.out or DEFAULT_FUSION)
     for m, c in fusion.modalities.items():
         cal = c.calibration or {}
@@ -680,16 +691,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from mmfer.demo.app import launch
-
-    launch(_pipeline(args, max_video_s=args.max_video_s), host=args.host, port=args.port,
-           max_upload_mb=args.max_upload_mb)
-    return EXIT_OK
-
-
 def cmd_models(_: argparse.Namespace) -> int:
+    from mmfer.branches import list_branches
     from mmfer.paths import WEIGHTS_DIR
+
+    print("branches (modality / backend: the model names it reads):")
+    for e in list_branches():
+        default = f" [default {e.default}]" if e.default else ""
+        print(f"  {e.modality:8s} {e.backend:12s} {e.specs}{default}")
+    from mmfer.core.models import list_models
+
+    print("architectures (family/arch, built from a config by mmfer.core.models.create_model): "
+          + ", ".join(list_models()))
+    print("shipped models:")
 
     for card_path in sorted(WEIGHTS_DIR.glob("*/card.json")):
         card = json.loads(card_path.read_text())
@@ -701,12 +715,16 @@ def cmd_models(_: argparse.Namespace) -> int:
         else:
             acc = metrics.get("PrivateTest", {}).get("accuracy")
             score = f"PrivateTest acc {acc if acc is None else f'{acc:.4f}'}"
-        print(f"{card_path.parent.name:20s} {card.get('kind', '?'):6s} {card.get('parameters', 0) / 1e6:.2f}M params  "
-              f"{score}")
+        params = card.get("parameters", 0) / 1e6
+        print(f"  {card_path.parent.name:20s} {card.get('kind', '?'):6s} {params:.2f}M params  {score}")
     return EXIT_OK
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, commands: Mapping[str, Callable[[argparse.Namespace], int]] | None = None
+         ) -> int:
+    """Run one command. ``commands`` adds handlers for commands whose code sits above the command line
+    (``demo``: the Gradio app, an interface of its own); :func:`mmfer.__main__.main`, the ``mmfer``
+    entry point, passes them, so this module never imports the demo."""
     args = build_parser().parse_args(argv)
     if getattr(args, "hf_offline", False):
         os.environ["HF_HUB_OFFLINE"] = "1"  # huggingface_hub itself never reaches out either
@@ -715,7 +733,10 @@ def main(argv: list[str] | None = None) -> int:
 
     handlers = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "models": cmd_models,
                 "timeline": cmd_timeline, "scene": cmd_scene, "analyze": cmd_analyze, "ablate": cmd_ablate,
-                "calibrate": cmd_calibrate, "demo": cmd_demo}
+                "calibrate": cmd_calibrate, **(commands or {})}
+    if args.command not in handlers:
+        _err(f"{args.command}: run it through the mmfer command (or python -m mmfer)")
+        return EXIT_USAGE
     try:
         return handlers[args.command](args)
     except _usage_errors() as exc:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmfer.emotions import EMOTIONS, LABEL_SETS, index_map
+from mmfer.emotions import EMOTIONS, LABEL_SETS, index_map, normalize_name
 from mmfer.paths import cache_dir, data_root
 
 SPLITS = ("Training", "PublicTest", "PrivateTest")
@@ -208,8 +208,6 @@ def load_image_folder(root: str | Path, split: str) -> FaceArrays:
     excludes it), so model selection never sees the test images.
     """
     import cv2
-
-    from mmfer.emotions import normalize_name
 
     root = Path(root)
     split = FOLDER_SPLITS.get(split, split)

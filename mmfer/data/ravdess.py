@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmfer.audio.io import is_audio_path
 from mmfer.data.fer2013 import DatasetError
 from mmfer.emotions import AUDIO_EMOTIONS, EXTRA_CLASSES, audio_label, label_set, normalize_name
 from mmfer.paths import data_root
@@ -144,8 +145,6 @@ def find_labelled_folder(root: str | Path) -> list[tuple[Path, str]]:
     Folder names go through the vocabulary (``anger`` -> angry, ``calm`` stays calm). Raises
     DatasetError naming a folder whose name is not an emotion.
     """
-    from mmfer.audio.io import is_audio_path
-
     base = Path(root)
     if not base.is_dir():
         raise DatasetError(f"{base}: not a folder")

@@ -4,6 +4,10 @@ Everything runs locally with the shipped weights; branches that cannot load (e.g
 weights offline) are listed at the top instead of failing. Every handler turns a bad upload
 into a message in the page: the app stays up. Binds to 127.0.0.1 unless told otherwise,
 limits upload size and video length, and queues work.
+
+Several requests run at once (``launch(concurrency_limit=...)``), so nothing a request does is kept
+on shared objects: each browser session's model choice lives in its own ``gr.State`` (the handlers
+get that session's pipeline as an argument), and figures use matplotlib's object API, not pyplot.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ class SafeImage(gr.Image):
 
 def _expected_errors() -> tuple[type[Exception], ...]:
     from mmfer.audio.io import AudioLoadError
-    from mmfer.face.artifact import ModelLoadError
+    from mmfer.core.errors import ModelLoadError
     from mmfer.fusion.late_fusion import FusionError
     from mmfer.io.images import ImageLoadError
     from mmfer.video.io import VideoLoadError
@@ -86,37 +90,53 @@ def status_markdown(status: dict[str, dict[str, Any]]) -> str:
 
 
 class DemoHandlers:
-    """The functions behind the tabs (plain Python, so they are testable without a browser)."""
+    """The functions behind the tabs (plain Python, so they are testable without a browser).
+
+    ``self.pipe`` is the pipeline every session starts with. In the app, a session that loads other
+    models keeps them in its own state and passes them as ``pipe`` (see :meth:`session_models`); the
+    shared ``self.pipe`` changes only through :meth:`switch_models`, for single-user Python callers.
+    """
 
     def __init__(self, pipeline: Any):
         self.pipe = pipeline
 
-    def switch_models(self, face_model: str | None, audio_model: str | None) -> tuple[str, str]:
-        """Load other face / audio models (mmfer names or folders, transformers hub ids or folders).
-        On failure the current models stay and the message says why."""
+    def _load_models(self, pipe: Any, face_model: str | None, audio_model: str | None) -> tuple[Any, str, str]:
+        """(pipeline to use from now on, status table, message): ``pipe`` itself when loading fails."""
         try:
-            self.pipe = self.pipe.with_models((face_model or "").strip() or None, (audio_model or "").strip() or None)
+            new = pipe.with_models((face_model or "").strip() or None, (audio_model or "").strip() or None)
         except _expected_errors() as exc:
-            return status_markdown(self.pipe.status()), f"**Models not changed.** {exc}"
+            return pipe, status_markdown(pipe.status()), f"**Models not changed.** {exc}"
         except Exception as exc:  # noqa: BLE001 - the page must stay up whatever happens
             log.exception("model switch failed")
-            return status_markdown(self.pipe.status()), f"**Models not changed.** ({type(exc).__name__}): {exc}"
-        status = self.pipe.status()
+            return pipe, status_markdown(pipe.status()), f"**Models not changed.** ({type(exc).__name__}): {exc}"
+        status = new.status()
         audio = status["audio"]
         msg = "Models loaded." + ("" if audio["available"] else f" Audio branch unavailable: {audio['reason']}")
-        return status_markdown(status), msg
+        return new, status_markdown(status), msg
 
-    def image(self, path: str | None) -> tuple:
-        import matplotlib.pyplot as plt
+    def switch_models(self, face_model: str | None, audio_model: str | None) -> tuple[str, str]:
+        """Load other face / audio models (mmfer names or folders, transformers hub ids or folders) for
+        every later call on this object. On failure the current models stay and the message says why."""
+        self.pipe, table, msg = self._load_models(self.pipe, face_model, audio_model)
+        return table, msg
 
-        plt.close("all")
+    def session_models(self, face_model: str | None, audio_model: str | None, pipe: Any = None
+                       ) -> tuple[str, str, Any]:
+        """:meth:`switch_models` for one browser session: returns the session's new pipeline (its state),
+        leaving the shared one, and so every other user's models, alone."""
+        new, table, msg = self._load_models(self.pipe if pipe is None else pipe, face_model, audio_model)
+        return table, msg, new
+
+    def image(self, path: str | None, pipe: Any = None) -> tuple:
+        """``pipe``: the session's pipeline (default: the shared one), as for every handler."""
+        pipe = self.pipe if pipe is None else pipe
         if not path:
             return None, None, None, None, "Upload a photo (or take one with the webcam) first.", None
         try:
             from mmfer.io.images import load_image
 
             img = load_image(path)
-            a = self.pipe.analyze_image(img, Path(path).name)
+            a = pipe.analyze_image(img, Path(path).name)
         except _expected_errors() as exc:
             return None, None, None, None, _problem(path, exc), None
         except Exception as exc:  # noqa: BLE001 - the page must stay up whatever happens
@@ -131,14 +151,12 @@ class DemoHandlers:
         fused = _label(doc["fused"]["probabilities"]) if doc["fused"] else None
         return annotated, fused, bars, contrib, _summary(doc), doc
 
-    def video(self, path: str | None) -> tuple:
-        import matplotlib.pyplot as plt
-
-        plt.close("all")
+    def video(self, path: str | None, pipe: Any = None) -> tuple:
+        pipe = self.pipe if pipe is None else pipe
         if not path:
             return None, None, None, None, "Upload a video first.", None
         try:
-            a = self.pipe.analyze_video(path)
+            a = pipe.analyze_video(path)
         except _expected_errors() as exc:
             return None, None, None, None, _problem(path, exc), None
         except Exception as exc:  # noqa: BLE001
@@ -147,27 +165,26 @@ class DemoHandlers:
         from mmfer.video.timeline import plot_timeline
 
         doc = a.to_dict()
-        tl = a.timeline
+        tl = a.timeline  # None when the frames could not be decoded but the audio track could
         gallery = [(figures.draw_faces(k.image, k.boxes, ["face"] * len(k.boxes), [None] * len(k.boxes)),
-                    f"{k.time_s:.1f} s") for k in tl.key_frames]
-        plot = plot_timeline(tl, Path(tempfile.mkdtemp(prefix="mmfer-demo-")) / "timeline.png")
+                    f"{k.time_s:.1f} s") for k in tl.key_frames] if tl is not None else None
+        plot = plot_timeline(tl, Path(tempfile.mkdtemp(prefix="mmfer-demo-")) / "timeline.png") \
+            if tl is not None else None
         contrib = figures.contribution_chart(doc["fused"]) if doc["fused"] else None
         fused = _label(doc["fused"]["probabilities"]) if doc["fused"] else None
         doc.pop("audio", None)
-        return gallery, str(plot), fused, contrib, _summary(doc), doc
+        return gallery, None if plot is None else str(plot), fused, contrib, _summary(doc), doc
 
-    def audio(self, path: str | None) -> tuple:
-        import matplotlib.pyplot as plt
-
-        plt.close("all")
+    def audio(self, path: str | None, pipe: Any = None) -> tuple:
+        pipe = self.pipe if pipe is None else pipe
         if not path:
             return None, None, "Upload or record a clip first.", None
         from mmfer.audio.io import AudioTooLong, load_audio
 
-        limit = self.pipe.max_video_s
+        limit = pipe.max_video_s
         try:
             clip = load_audio(path, max_seconds=limit) if limit else load_audio(path)
-            a = self.pipe.analyze_audio(path)
+            a = pipe.analyze_audio(path)
         except AudioTooLong:
             return None, None, (f"**Could not analyse this upload.** {Path(path).name}: too long for this demo, "
                                 f"which accepts clips up to {limit or 600:.0f} s (the mmfer command line has no "
@@ -182,12 +199,12 @@ class DemoHandlers:
         fig = figures.pitch_energy(clip.samples, f"{Path(path).name}: pitch and energy")
         return probs, fig, _summary(doc), doc
 
-    def webcam(self, frame: np.ndarray | None) -> tuple:
+    def webcam(self, frame: np.ndarray | None, pipe: Any = None) -> tuple:
         """Live: faces only (no scene), boxes and the largest face's emotion."""
         if frame is None:
             return None, None
         bgr = np.ascontiguousarray(frame[:, :, ::-1])
-        faces = self.pipe.face.predict_image(bgr)
+        faces = (self.pipe if pipe is None else pipe).face.predict_image(bgr)
         annotated = figures.draw_faces(bgr, [f.box for f in faces], [f.emotion for f in faces],
                                        [f.emotion for f in faces])
         main = max(faces, key=lambda f: f.box[2] * f.box[3]) if faces else None
@@ -203,6 +220,7 @@ def build_demo(pipeline: Any) -> gr.Blocks:
     h = DemoHandlers(pipeline)
     status = pipeline.status()
     with gr.Blocks(title="mmfer: multimodal emotion recognition") as demo:
+        session = gr.State(None)  # this session's pipeline once it loads other models; None: the shared one
         gr.Markdown("# mmfer: multimodal emotion recognition\n"
                     "Face, temporal (video), speech and scene branches fused by late fusion; the contribution "
                     "chart shows each modality's exact additive share of the fused score.")
@@ -217,7 +235,7 @@ def build_demo(pipeline: Any) -> gr.Blocks:
                                                       "classifier (hub id or folder)", elem_id="audio-model")
             load_btn = gr.Button("Load models", elem_id="load-models")
             model_msg = gr.Markdown(elem_id="model-message")
-            load_btn.click(h.switch_models, [face_choice, audio_choice], [model_status, model_msg],
+            load_btn.click(h.session_models, [face_choice, audio_choice, session], [model_status, model_msg, session],
                            api_name="load_models")
         with gr.Tab("Photo"):
             with gr.Row():
@@ -234,7 +252,7 @@ def build_demo(pipeline: Any) -> gr.Blocks:
                 img_bars = gr.Plot(label="every face")
             img_contrib = gr.Plot(label="per-modality contributions")
             img_json = gr.JSON(label="full result", open=False)
-            img_btn.click(h.image, img_in, [img_out, img_fused, img_bars, img_contrib, img_msg, img_json],
+            img_btn.click(h.image, [img_in, session], [img_out, img_fused, img_bars, img_contrib, img_msg, img_json],
                           api_name="analyze_image")
         with gr.Tab("Video"):
             with gr.Row():
@@ -250,8 +268,8 @@ def build_demo(pipeline: Any) -> gr.Blocks:
                 vid_fused = gr.Label(num_top_classes=7, label="fused clip result")
                 vid_contrib = gr.Plot(label="per-modality contributions")
             vid_json = gr.JSON(label="full result", open=False)
-            vid_btn.click(h.video, vid_in, [vid_gallery, vid_plot, vid_fused, vid_contrib, vid_msg, vid_json],
-                          api_name="analyze_video")
+            vid_btn.click(h.video, [vid_in, session],
+                          [vid_gallery, vid_plot, vid_fused, vid_contrib, vid_msg, vid_json], api_name="analyze_video")
         with gr.Tab("Audio"):
             with gr.Row():
                 with gr.Column():
@@ -264,23 +282,35 @@ def build_demo(pipeline: Any) -> gr.Blocks:
             aud_msg = gr.Markdown(elem_id="audio-result")
             aud_plot = gr.Plot(label="pitch and energy")
             aud_json = gr.JSON(label="full result", open=False)
-            aud_btn.click(h.audio, aud_in, [aud_label, aud_plot, aud_msg, aud_json], api_name="analyze_audio")
+            aud_btn.click(h.audio, [aud_in, session], [aud_label, aud_plot, aud_msg, aud_json],
+                          api_name="analyze_audio")
         with gr.Tab("Webcam"):
             gr.Markdown("Live face emotion from your webcam (faces only, for speed).")
             with gr.Row():
                 cam_in = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="webcam")
                 cam_out = gr.Image(label="faces")
             cam_label = gr.Label(num_top_classes=3, label="largest face")
-            cam_in.stream(h.webcam, cam_in, [cam_out, cam_label], stream_every=0.3, concurrency_limit=1,
+            cam_in.stream(h.webcam, [cam_in, session], [cam_out, cam_label], stream_every=0.3, concurrency_limit=1,
                           api_name="webcam_frame")
     return demo
 
 
 def launch(pipeline: Any, host: str = "127.0.0.1", port: int = 7860, max_upload_mb: float = 50.0,
-           prevent_thread_lock: bool = False, quiet: bool = False) -> gr.Blocks:
-    """Build, queue and serve the demo (``prevent_thread_lock`` returns at once: tests, notebooks)."""
+           prevent_thread_lock: bool = False, quiet: bool = False, concurrency_limit: int = 2) -> gr.Blocks:
+    """Build, queue and serve the demo (``prevent_thread_lock`` returns at once: tests, notebooks).
+
+    ``concurrency_limit``: requests of one kind (photo, video, audio...) analysed at the same time;
+    more wait in the queue (at most 32).
+    """
+    if concurrency_limit < 1:
+        raise ValueError(f"concurrency_limit must be at least 1, got {concurrency_limit}")
+    import matplotlib
+
+    # Headless, chosen once before serving: gradio switches to Agg around every request, which is then a
+    # no-op instead of a pyplot backend switch (pyplot is not thread-safe). The demo's figures never use pyplot.
+    matplotlib.use("Agg")
     demo = build_demo(pipeline)
-    demo.queue(default_concurrency_limit=2, max_size=32)
+    demo.queue(default_concurrency_limit=concurrency_limit, max_size=32)
     demo.launch(server_name=host, server_port=port, max_file_size=f"{max_upload_mb:g}mb",
                 prevent_thread_lock=prevent_thread_lock, quiet=quiet, show_error=True,
                 allowed_paths=[str(EXAMPLES_DIR)])

@@ -1,4 +1,9 @@
-"""What the demo draws: boxes on faces, emotion bars, per-modality contributions, pitch and energy."""
+"""What the demo draws: boxes on faces, emotion bars, per-modality contributions, pitch and energy.
+
+Figures are made with matplotlib's object API (:class:`matplotlib.figure.Figure`), never pyplot:
+pyplot's figure registry is process-wide and not thread-safe, and the demo draws for several
+requests at once. Nothing here selects a backend (``Figure.savefig`` renders with Agg by itself).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,9 @@ from typing import Any
 
 import cv2
 import numpy as np
+from matplotlib.figure import Figure
 
 from mmfer.emotions import EMOTIONS
-from mmfer.evaluation.plots import plt
 
 # One colour per emotion (BGR for OpenCV; matplotlib gets the RGB version).
 COLOURS_BGR = {"angry": (40, 40, 220), "disgust": (40, 140, 60), "fear": (150, 60, 150), "happy": (30, 190, 240),
@@ -40,12 +45,13 @@ def draw_faces(image_bgr: np.ndarray, boxes: list[Any], labels: list[str], emoti
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def face_bars(faces: list[dict[str, Any]], max_faces: int = 10):  # noqa: ANN201 - a matplotlib Figure
+def face_bars(faces: list[dict[str, Any]], max_faces: int = 10) -> Figure:
     """One small bar chart per face (its own face-branch probabilities)."""
     shown = faces[:max_faces]
     cols = min(5, max(1, len(shown)))
     rows = max(1, int(np.ceil(len(shown) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.2 * rows), squeeze=False)
+    fig = Figure(figsize=(2.6 * cols, 2.2 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, f in zip(axes.flat, shown, strict=False):
@@ -60,10 +66,11 @@ def face_bars(faces: list[dict[str, Any]], max_faces: int = 10):  # noqa: ANN201
     return fig
 
 
-def contribution_chart(fused: dict[str, Any]):  # noqa: ANN201 - a matplotlib Figure
+def contribution_chart(fused: dict[str, Any]) -> Figure:
     """Left: fused probabilities. Right: each modality's additive term per class (centred over classes),
     which with the prior's sum exactly to the fused scores."""
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.4), gridspec_kw={"width_ratios": [1, 1.6]})
+    fig = Figure(figsize=(10, 3.4))
+    a1, a2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.6]})
     p = [fused["probabilities"][e] for e in EMOTIONS]
     a1.barh(EMOTIONS, p, color=[_rgb(e) for e in EMOTIONS])
     a1.set_xlim(0, 1)
@@ -86,7 +93,7 @@ def contribution_chart(fused: dict[str, Any]):  # noqa: ANN201 - a matplotlib Fi
     return fig
 
 
-def pitch_energy(samples: np.ndarray, title: str = ""):  # noqa: ANN201 - a matplotlib Figure
+def pitch_energy(samples: np.ndarray, title: str = "") -> Figure:
     """F0 (voiced frames) and frame energy over time, from the audio branch's own feature extractor."""
     from mmfer.audio.features import FeatureExtractor
 
@@ -94,7 +101,8 @@ def pitch_energy(samples: np.ndarray, title: str = ""):  # noqa: ANN201 - a matp
     t = np.arange(f.frames) * f.hop_s
     f0 = f.f0_hz.numpy().astype(float)
     f0[~f.voiced.numpy()] = np.nan
-    fig, (a1, a2) = plt.subplots(2, 1, figsize=(9, 3.8), sharex=True)
+    fig = Figure(figsize=(9, 3.8))
+    a1, a2 = fig.subplots(2, 1, sharex=True)
     a1.plot(t, f0, ".", ms=2, color="#d62728")
     a1.set_ylabel("pitch (Hz)")
     a1.set_title(title or "pitch and energy")

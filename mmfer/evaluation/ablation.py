@@ -17,11 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from mmfer.emotions import EMOTIONS, EXTRA_CLASSES
+from mmfer.core.artifact import read_card, resolve_model_dir, weights_digest
+from mmfer.data.fer2013 import load_fer2013
+from mmfer.data.ravdess import find_ravdess
+from mmfer.emotions import EMOTIONS, EXTRA_CLASSES, audio_label
+from mmfer.evaluation.face_eval import face_model_probs
 from mmfer.evaluation.metrics import classification_report, expected_calibration_error
-from mmfer.fusion.build import fold_audio, oof_path
 from mmfer.fusion.calibration import fit_temperature
 from mmfer.fusion.late_fusion import MODALITIES, LateFusion
+from mmfer.fusion.oof import fold_audio, oof_path
 
 SETS = ("fer2013", "ckplus", "ravdess")
 
@@ -57,26 +61,23 @@ def fuse_held_out(fusion: LateFusion, ds: LabelledSet, subset: tuple[str, ...]) 
 
 
 def _scene_unavailable(pipeline: Any) -> str | None:
-    b = pipeline._branch("scene") if pipeline is not None else None
-    return "no scene encoder" if b is None else (None if b.available else b.reason)
+    s = pipeline.slot("scene") if pipeline is not None else None
+    return "no scene encoder" if s is None else (None if s.available else s.reason)
 
 
 def fer2013_set(face_model: str | None, data_root: str | None, limit: int | None, pipeline: Any = None,
                 **hf: bool) -> LabelledSet:
     """``hf``: local_files_only / trust_remote_code for a transformers face checkpoint."""
-    from mmfer.data.fer2013 import load_fer2013
-    from mmfer.evaluation.face_eval import face_model_probs
-
     test = load_fer2013("PrivateTest", data_root)
     images, y = (test.images[:limit], test.labels[:limit]) if limit else (test.images, test.labels)
-    face, card = face_model_probs(face_model, images, **hf)
+    branch = pipeline.require("face") if pipeline is not None else None
+    face, card = face_model_probs(face_model, images, face=branch, **hf)
     ds = LabelledSet("fer2013", f"FER-2013 PrivateTest, {len(y)} faces ({card['name']})", y, {"face": face})
     reason = _scene_unavailable(pipeline)
     if reason is None:
-        enc, classify = pipeline._branch("scene").obj
-        rgb = [np.repeat(img[:, :, None], 3, axis=2) for img in images]
-        ds.outputs["scene"] = np.concatenate([classify(enc.embed_images(rgb[s : s + 256]))
-                                              for s in range(0, len(rgb), 256)])
+        bgr = [np.repeat(img[:, :, None], 3, axis=2) for img in images]
+        ds.outputs["scene"] = np.concatenate([pipeline.scene(bgr[s : s + 256]).details
+                                              for s in range(0, len(bgr), 256)])
     else:
         ds.skipped["scene"] = reason
     ds.skipped["temporal"] = ds.skipped["audio"] = "still images"
@@ -85,8 +86,6 @@ def fer2013_set(face_model: str | None, data_root: str | None, limit: int | None
 
 def ckplus_set(temporal_model: str, face_model: str | None) -> LabelledSet:
     """The temporal head's LOSO out-of-fold predictions and, beside them, the face model's clip averages."""
-    from mmfer.face.artifact import read_card, resolve_model_dir, weights_digest
-
     z = dict(np.load(oof_path(temporal_model), allow_pickle=False))
     card = read_card(resolve_model_dir(temporal_model), kind="video")
     want = card.get("face_model", {}).get("weights_sha256")
@@ -102,23 +101,19 @@ def ckplus_set(temporal_model: str, face_model: str | None) -> LabelledSet:
     return ds
 
 
-def ravdess_recordings_set(recognizer: Any, data_root: str | None, limit: int | None = None) -> LabelledSet:
+def ravdess_recordings_set(pipeline: Any, data_root: str | None, limit: int | None = None) -> LabelledSet:
     """A ready (transformers) audio classifier scored on RAVDESS speech as it is: no fold of ours held
     anything out, so the description warns that the checkpoint may have been trained on RAVDESS."""
-    from mmfer.data.ravdess import find_ravdess
-    from mmfer.emotions import audio_label, fold_to_canonical
-
     items = find_ravdess(data_root, channel="speech")[:limit]  # limit None: all
     y, probs = [], []
     for it in items:
-        pred = recognizer.predict_file(it.path)
-        if pred.emotion is None:
+        out = pipeline.audio(it.path)
+        if out.probs is None:
             continue
-        canon = fold_to_canonical(pred.probabilities)
         label = audio_label(it.label, "ravdess")
         y.append(EMOTIONS.index(EXTRA_CLASSES.get(label, label)))
-        probs.append([canon[e] for e in EMOTIONS])
-    name = recognizer.card.get("name")
+        probs.append(out.probs)
+    name = pipeline.require("audio").name
     ds = LabelledSet("ravdess", f"RAVDESS speech, {len(y)} clips, scored as-is by {name} (a transformers "
                      "checkpoint: its training data are not ours to hold out, it may include RAVDESS; calm scored "
                      "as neutral)", np.array(y), {"audio": np.array(probs, np.float64)})

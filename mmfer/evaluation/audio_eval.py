@@ -9,8 +9,11 @@ from typing import Any
 import numpy as np
 
 from mmfer.audio.artifact import audio_classes
+from mmfer.branches.registry import create_branch
 from mmfer.config import AudioTrainCfg
+from mmfer.data.ravdess import find_labelled_folder
 from mmfer.evaluation.face_eval import _display_path
+from mmfer.evaluation.metrics import classification_report
 from mmfer.evaluation.report import write_oof, write_report
 
 
@@ -65,11 +68,8 @@ def evaluate_audio_folder(model: str | Path | None, data_dir: str | Path, out_di
                           local_files_only: bool = False, trust_remote_code: bool = False) -> dict[str, Any]:
     """Score a trained model (mmfer's, or a transformers audio classifier) on ``data_dir/<emotion>/*``
     recordings; writes a report when ``out_dir`` is given."""
-    from mmfer.data.ravdess import find_labelled_folder
-    from mmfer.evaluation.metrics import classification_report
-    from mmfer.hf.branches import load_audio_recognizer
-
-    rec = load_audio_recognizer(model, local_files_only=local_files_only, trust_remote_code=trust_remote_code)
+    rec = create_branch("audio", model, local_files_only=local_files_only,
+                        trust_remote_code=trust_remote_code).recognizer
     items = find_labelled_folder(data_dir)
     y, probs, skipped = [], [], []
     for path, label in items:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmfer.branches.registry import backend_for, create_branch
 from mmfer.data.fer2013 import FOLDER_SPLITS, load_fer2013
 from mmfer.emotions import EMOTIONS
 from mmfer.evaluation.metrics import classification_report
@@ -53,17 +54,22 @@ def predict_probs(model: torch.nn.Module, images_uint8: np.ndarray, batch_size: 
 def face_model_probs(model: str | Path | None, images: np.ndarray, tta_flip: bool | None = None,
                      device: str | torch.device = "cpu", local_files_only: bool = False,
                      trust_remote_code: bool = False,
-                     tta_zooms: Sequence[float] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+                     tta_zooms: Sequence[float] | None = None, face: Any = None) -> tuple[np.ndarray, dict[str, Any]]:
     """(N, 7) probabilities of any face model (mmfer's, or a transformers checkpoint) on grey FER-style
     faces, and its card. ``tta_flip`` None: what the model card says (transformers: off).
-    ``tta_zooms`` None: the card's centre zooms when TTA is on, none when it is off."""
-    from mmfer.hf.hub import is_hf_spec
-
-    if is_hf_spec(model):
-        from mmfer.hf.branches import load_face_recognizer
-
-        rec = load_face_recognizer(model, device=str(device), tta_flip=bool(tta_flip),
-                                   local_files_only=local_files_only, trust_remote_code=trust_remote_code)
+    ``tta_zooms`` None: the card's centre zooms when TTA is on, none when it is off.
+    ``face``: a loaded face branch (``EmotionPipeline.require("face")``) to use, with its own TTA setting,
+    instead of loading ``model``."""
+    if face is not None and tta_zooms is None:
+        if len(images) == 0:
+            raise ValueError("no images to predict")
+        if tuple(face.classes) != EMOTIONS:
+            raise ValueError(f"model {face.name} predicts {list(face.classes)}, but FER-2013 scoring needs exactly "
+                             f"the canonical classes in order {list(EMOTIONS)}")
+        return face.classify_crops(np.asarray(images))[0], face.card
+    if backend_for("face", model) == "transformers":
+        rec = create_branch("face", model, device=str(device), tta_flip=bool(tta_flip),
+                            local_files_only=local_files_only, trust_remote_code=trust_remote_code).recognizer
         if len(images) == 0:
             raise ValueError("no images to predict")
         return rec.predict_crops(np.asarray(images)), rec.card
@@ -105,8 +111,10 @@ def evaluate_face(model_name_or_dir: str | Path | None, split: str = "PrivateTes
                   data_root: str | Path | None = None, labels: str = "fer2013", tta_flip: bool = False,
                   out_dir: str | Path | None = None, batch_size: int = 256, limit: int | None = None,
                   device: str | torch.device = "cpu", local_files_only: bool = False,
-                  trust_remote_code: bool = False, tta_zooms: Sequence[float] | None = None) -> dict[str, Any]:
+                  trust_remote_code: bool = False, tta_zooms: Sequence[float] | None = None,
+                  face: Any = None) -> dict[str, Any]:
     """Evaluate a face model on one FER-2013 split; write and return the report (with ``"paths"``).
+    ``face``: the loaded face branch to score (its TTA setting must match ``tta_flip``).
 
     Args:
         model_name_or_dir: shipped model name or model folder (None: the default shipped model), or a
@@ -130,7 +138,7 @@ def evaluate_face(model_name_or_dir: str | Path | None, split: str = "PrivateTes
         images, y_true = images[:limit], y_true[:limit]
     probs, card = face_model_probs(model_name_or_dir, images, tta_flip=tta_flip, device=device,
                                    local_files_only=local_files_only, trust_remote_code=trust_remote_code,
-                                   tta_zooms=tta_zooms)
+                                   tta_zooms=tta_zooms, face=face)
     zooms = tta_zooms_for(card, tta_flip, tta_zooms)
     report = classification_report(y_true, probs, EMOTIONS)
     name = str(card.get("name") or Path(card["_dir"]).name)

@@ -18,7 +18,11 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-ECE_BINS = 15
+from mmfer.fusion.calibration import ECE_BINS, expected_calibration_error
+
+__all__ = ["ECE_BINS", "SCALAR_METRICS", "aggregate_folds", "classification_report", "expected_calibration_error",
+           "negative_log_likelihood", "roc_curves"]
+
 #: Scalar metrics summarised by :func:`aggregate_folds`.
 SCALAR_METRICS = ("accuracy", "macro_f1", "weighted_f1", "balanced_accuracy", "nll", "ece", "macro_auc")
 _EPS = 1e-12
@@ -39,23 +43,6 @@ def _check_inputs(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str])
     if not np.all(np.isfinite(p)):
         raise ValueError("probs holds NaN or infinite values")
     return y, p
-
-
-def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BINS) -> float:
-    """Top-label ECE: sum over equal-width confidence bins (0, 1] of |accuracy - confidence| * bin share."""
-    y = np.asarray(y_true).reshape(-1)
-    p = np.asarray(probs, dtype=np.float64)
-    conf = p.max(1)
-    correct = (p.argmax(1) == y).astype(np.float64)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    # bin b holds confidences in (edges[b], edges[b + 1]]; a confidence of exactly 0 goes to bin 0
-    bins = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
-    ece = 0.0
-    for b in range(n_bins):
-        mask = bins == b
-        if mask.any():
-            ece += mask.mean() * abs(correct[mask].mean() - conf[mask].mean())
-    return float(ece)
 
 
 def negative_log_likelihood(y_true: np.ndarray, probs: np.ndarray) -> float:

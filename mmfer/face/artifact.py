@@ -1,27 +1,28 @@
 """Trained face models on disk: ``model.safetensors`` + ``card.json`` (config, classes,
-preprocessing, metrics, data hash). Loading never unpickles anything."""
+preprocessing, metrics, data hash). Loading never unpickles anything; the generic artifact I/O is
+:mod:`mmfer.core.artifact` (re-exported here)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from mmfer.config import ConfigError, FaceTrainCfg, from_dict, to_dict
+from mmfer.core.artifact import (  # noqa: F401 - re-exported: the generic artifact I/O lived here
+    CARD_VERSION,
+    load_weights,
+    read_card,
+    resolve_model_dir,
+    save_artifact,
+    weights_digest,
+)
+from mmfer.core.errors import ModelLoadError  # noqa: F401 - re-exported
 from mmfer.emotions import EMOTIONS, check_classes
 from mmfer.face.models import FaceNet, create_model
-from mmfer.paths import WEIGHTS_DIR
 
-CARD_VERSION = 1
 DEFAULT_FACE_MODEL = "face_lite0"
-
-
-class ModelLoadError(RuntimeError):
-    """A model folder or file that cannot be used; the message names it and why."""
 
 
 def preprocessing_spec(cfg: FaceTrainCfg) -> dict[str, Any]:
@@ -42,17 +43,6 @@ def card_tta_zooms(card: dict[str, Any]) -> list[float]:
     return [float(z) for z in card.get("config", {}).get("tta_zooms", [])]
 
 
-def save_artifact(model: torch.nn.Module, out_dir: str | Path, card: dict[str, Any]) -> Path:
-    """``model.safetensors`` + ``card.json`` (``card`` gets card_version and the parameter count)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / "model.safetensors"), metadata={"format": f"mmfer-{card['kind']}"})
-    card = {"card_version": CARD_VERSION, **card, "parameters": sum(p.numel() for p in model.parameters())}
-    (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-    return out
-
-
 def save_face_model(model: FaceNet, cfg: FaceTrainCfg, out_dir: str | Path, metrics: dict[str, Any],
                     data_hash: str, extra: dict[str, Any] | None = None) -> Path:
     return save_artifact(model, out_dir, {
@@ -67,68 +57,13 @@ def save_face_model(model: FaceNet, cfg: FaceTrainCfg, out_dir: str | Path, metr
     })
 
 
-def resolve_model_dir(name_or_path: str | Path | None, default: str = DEFAULT_FACE_MODEL) -> Path:
-    """A shipped model name (``face_lite0``) or a folder with model.safetensors + card.json."""
-    if name_or_path is None:
-        name_or_path = default
-    path = Path(name_or_path)
-    if not path.exists() and (WEIGHTS_DIR / str(name_or_path)).is_dir():
-        path = WEIGHTS_DIR / str(name_or_path)
-    if path.is_file() and path.name in ("card.json", "model.safetensors"):
-        path = path.parent
-    if not path.is_dir():
-        shipped = sorted(p.name for p in WEIGHTS_DIR.iterdir() if p.is_dir()) if WEIGHTS_DIR.is_dir() else []
-        raise ModelLoadError(f"{name_or_path}: no such model folder or shipped model (shipped: {shipped})")
-    return path
-
-
-def weights_digest(model_dir: str | Path) -> str:
-    """Short sha256 of a model's weights: what a model trained on its outputs records and checks."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(Path(model_dir) / "model.safetensors", "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
-
-
-def read_card(model_dir: Path, kind: str = "face") -> dict[str, Any]:
-    card_path = model_dir / "card.json"
-    try:
-        card = json.loads(card_path.read_text())
-    except FileNotFoundError:
-        raise ModelLoadError(f"{card_path}: missing model card") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ModelLoadError(f"{card_path}: not valid JSON") from None
-    if not isinstance(card, dict) or card.get("kind") != kind:
-        found = card.get("kind") if isinstance(card, dict) else None
-        raise ModelLoadError(f"{card_path}: not a {kind} model card (kind: {found!r})")
-    return card
-
-
-def load_weights(model: torch.nn.Module, weights: Path) -> None:
-    """Fill ``model`` from a safetensors file (never pickle), or raise ModelLoadError naming the file."""
-    try:
-        state = load_file(str(weights))
-    except FileNotFoundError:
-        raise ModelLoadError(f"{weights}: missing weights file") from None
-    except (SafetensorError, OSError) as exc:
-        raise ModelLoadError(f"{weights}: not a valid safetensors file ({exc})") from None
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise ModelLoadError(f"{weights}: weights do not fit the card's architecture ({first})") from None
-
-
 def init_from_trained(model: FaceNet, cfg: FaceTrainCfg) -> dict[str, Any]:
     """Start ``model`` from the trained face model ``cfg.model.init_from``; returns its card.
 
     The source must have the same architecture, classes and input size, so a second training
     stage (e.g. another cosine cycle) continues exactly where the first one ended.
     """
-    model_dir = resolve_model_dir(cfg.model.init_from)
+    model_dir = resolve_model_dir(cfg.model.init_from, DEFAULT_FACE_MODEL)
     card = read_card(model_dir)
     src = card.get("config", {})
     want = {"arch": cfg.model.arch, "num_classes": cfg.model.num_classes, "image_size": cfg.data.image_size}
@@ -143,7 +78,7 @@ def init_from_trained(model: FaceNet, cfg: FaceTrainCfg) -> dict[str, Any]:
 def load_face_model(name_or_path: str | Path | None = None,
                     device: str | torch.device = "cpu") -> tuple[FaceNet, dict[str, Any]]:
     """Load a trained face model and its card (safetensors only: no pickle)."""
-    model_dir = resolve_model_dir(name_or_path)
+    model_dir = resolve_model_dir(name_or_path, DEFAULT_FACE_MODEL)
     card = read_card(model_dir)
     try:
         cfg = from_dict(FaceTrainCfg, card["config"])

@@ -54,6 +54,7 @@ HAAR_WEIGHT_SCALE = 1.5
 
 _failed_downloads: dict[tuple[str, str], str] = {}  # (url, dest) -> reason: try once per process
 _download_lock = threading.Lock()
+_create_lock = threading.Lock()  # creating OpenCV detectors toggles cv2's process-wide log level: one at a time
 
 
 class DetectorUnavailableError(RuntimeError):
@@ -182,29 +183,42 @@ def _download_verified(url: str, dest: Path, timeout: float) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _load_yunet(path: Path, score_threshold: float = 0.7, nms_threshold: float = 0.3) -> tuple[Any, bool]:
+def _load_yunet(path: Path | np.ndarray, score_threshold: float = 0.7, nms_threshold: float = 0.3
+                ) -> tuple[Any, bool]:
     """Create a ``cv2.FaceDetectorYN`` and run it once on a blank image.
 
     Returns (detector, reshapeable). OpenCV 4.x reshapes even the "640x640" export to any input size
     (internally padding to a multiple of 32), which is exact and much cheaper for small images;
     a model that refuses is used letterboxed to :data:`YUNET_FIXED_INPUT` instead.
     """
-    buf = np.frombuffer(path.read_bytes(), np.uint8)  # from bytes: no dependence on the file's suffix
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # importer errors go to stderr otherwise
-    try:
-        net = cv2.FaceDetectorYN.create("onnx", buf, np.zeros(0, np.uint8), YUNET_FIXED_INPUT,
-                                        score_threshold, nms_threshold, 5000)
-        net.detect(np.zeros((*YUNET_FIXED_INPUT[::-1], 3), np.uint8))  # a non-YuNet ONNX fails here
+    # from bytes: no dependence on the file's suffix
+    buf = path if isinstance(path, np.ndarray) else np.frombuffer(Path(path).read_bytes(), np.uint8)
+    with _create_lock:
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # importer errors go to stderr otherwise
         try:
-            net.setInputSize((160, 120))
-            net.detect(np.zeros((120, 160, 3), np.uint8))
-            return net, True
-        except cv2.error:
-            net.setInputSize(YUNET_FIXED_INPUT)
-            return net, False
-    finally:
-        cv2.utils.logging.setLogLevel(level)
+            return _try_yunet(buf, score_threshold, nms_threshold)
+        finally:
+            cv2.utils.logging.setLogLevel(level)
+
+
+def _create_yunet(buf: np.ndarray, score_threshold: float, nms_threshold: float) -> Any:
+    """A fresh ``cv2.FaceDetectorYN`` from the model's bytes (already checked by :func:`_load_yunet`)."""
+    return cv2.FaceDetectorYN.create("onnx", buf, np.zeros(0, np.uint8), YUNET_FIXED_INPUT, score_threshold,
+                                     nms_threshold, 5000)
+
+
+def _try_yunet(buf: np.ndarray, score_threshold: float, nms_threshold: float) -> tuple[Any, bool]:
+    """Create and check a detector: (detector, reshapeable)."""
+    net = _create_yunet(buf, score_threshold, nms_threshold)
+    net.detect(np.zeros((*YUNET_FIXED_INPUT[::-1], 3), np.uint8))  # a non-YuNet ONNX fails here
+    try:
+        net.setInputSize((160, 120))
+        net.detect(np.zeros((120, 160, 3), np.uint8))
+        return net, True
+    except cv2.error:
+        net.setInputSize(YUNET_FIXED_INPUT)
+        return net, False
 
 
 def _load_haar() -> cv2.CascadeClassifier:
@@ -254,7 +268,9 @@ class FaceDetector:
         download: allow downloading the YuNet model when it is not cached.
         max_side: images are downscaled to this longer side for detection; boxes are mapped back.
 
-    One instance is safe to share between threads (YuNet calls are serialised).
+    One instance is safe to share between threads, and they detect in parallel: the OpenCV detector
+    (stateful: ``setInputSize`` then ``detect``) is not shared, each thread gets its own copy, made
+    on its first call from the same model bytes and parameters.
     """
 
     def __init__(self, backend: str = "auto", model_path: str | Path | None = None, score_threshold: float = 0.7,
@@ -269,15 +285,16 @@ class FaceDetector:
         self.max_side = int(max_side)
         self.model_path: Path | None = None
         self.fallback_reason: str | None = None
-        self._yunet: Any = None
+        self._yunet: Any = None  # the model's bytes once YuNet loaded (each thread builds its detector from them)
         self._reshapeable = True
-        self._haar: cv2.CascadeClassifier | None = None
-        self._lock = threading.Lock()
+        self._local = threading.local()  # this thread's OpenCV detector: .yunet or .haar
         if backend in ("auto", "yunet"):
             path, reason = _find_yunet(model_path, download)
             if path is not None:
                 try:
-                    self._yunet, self._reshapeable = _load_yunet(path, self.score_threshold, self.nms_threshold)
+                    buf = np.frombuffer(path.read_bytes(), np.uint8)
+                    self._local.yunet, self._reshapeable = _load_yunet(buf, self.score_threshold, self.nms_threshold)
+                    self._yunet = buf
                     self.model_path = path
                 except (cv2.error, OSError, ValueError) as e:
                     reason = f"YuNet model {path} cannot be used ({_one_line(e)})"
@@ -287,7 +304,23 @@ class FaceDetector:
                 self.fallback_reason = reason
                 log.warning("face detector: using the Haar cascade, because %s", reason)
         if self._yunet is None:
-            self._haar = _load_haar()
+            self._local.haar = _load_haar()  # fails here, not on the first detection
+
+    def _thread_yunet(self) -> Any:
+        """This thread's ``cv2.FaceDetectorYN``, created on its first call."""
+        net = getattr(self._local, "yunet", None)
+        if net is None:
+            with _create_lock:  # creation is rare; detection itself runs unlocked
+                net = self._local.yunet = _create_yunet(self._yunet, self.score_threshold, self.nms_threshold)
+        return net
+
+    def _thread_haar(self) -> cv2.CascadeClassifier:
+        """This thread's Haar cascade, loaded on its first call."""
+        haar = getattr(self._local, "haar", None)
+        if haar is None:
+            with _create_lock:
+                haar = self._local.haar = _load_haar()
+        return haar
 
     @property
     def backend(self) -> str:
@@ -329,9 +362,9 @@ class FaceDetector:
                                 interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
             small = cv2.copyMakeBorder(fitted, 0, th - fitted.shape[0], 0, tw - fitted.shape[1], cv2.BORDER_CONSTANT)
             size = (tw, th)
-        with self._lock:
-            self._yunet.setInputSize(size)
-            _, out = self._yunet.detect(small)
+        net = self._thread_yunet()
+        net.setInputSize(size)  # this thread's own detector: the size and the detection belong together
+        _, out = net.detect(small)
         if out is None:
             return []
         pts = out[:, :14].astype(np.float64) / scale  # rows: x, y, w, h, 5 landmark (x, y), score
@@ -339,12 +372,12 @@ class FaceDetector:
                 for p, r in zip(pts, out, strict=True)]
 
     def _detect_haar(self, image: np.ndarray) -> list[tuple[float, float, float, float, float, None]]:
-        assert self._haar is not None
+        haar = self._thread_haar()
         grey, scale = _fit(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), self.max_side)
         grey = cv2.equalizeHist(grey)  # the cascade was trained on normalised faces; helps dim photos
         m = max(1, round(self.min_face * scale))
-        rects, _, weights = self._haar.detectMultiScale3(grey, scaleFactor=1.1, minNeighbors=5, minSize=(m, m),
-                                                         outputRejectLevels=True)
+        rects, _, weights = haar.detectMultiScale3(grey, scaleFactor=1.1, minNeighbors=5, minSize=(m, m),
+                                                   outputRejectLevels=True)
         if len(rects) == 0:
             return []
         rects = np.asarray(rects, np.float64).reshape(-1, 4)

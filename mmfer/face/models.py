@@ -14,8 +14,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmfer.config import ModelCfg
+from mmfer.core.models import create_model as core_create_model
+from mmfer.core.models import list_models as core_list_models
+from mmfer.core.models import register_model
 
-_REGISTRY: dict[str, Callable[[ModelCfg], nn.Module]] = {}
+# Every face net reads grey crops in [0, 1] and resizes and normalises them itself.
+PREPROCESSING = {"input": "grey face crop, float in [0, 1], shape (B, 1, H, W) (48x48 crops); resized and "
+                          "normalised inside the net"}
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -39,14 +44,33 @@ def centre_zoom(x: torch.Tensor, fraction: float) -> torch.Tensor:
     return crop if (ch, cw) == (h, w) else F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)
 
 
+def tta_views(x: torch.Tensor, tta_flip: bool = False, zooms: Sequence[float] = ()) -> list[torch.Tensor]:
+    """The test-time views of a batch: the faces first, then their centre ``zooms``, then (with
+    ``tta_flip``) the mirrors of all of them."""
+    views = [x, *(centre_zoom(x, z) for z in zooms)]
+    if tta_flip:
+        views += [v.flip(-1) for v in views]
+    return views
+
+
+class LogitsAndFeatures(nn.Module):
+    """One forward pass that gives the class logits and the pooled embedding of each face."""
+
+    def __init__(self, net: FaceNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = self.net.forward_features(x)
+        return self.net.forward_head(feats), feats
+
+
 def predict_softmax(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
                     tta_flip: bool = False, zooms: Sequence[float] = ()) -> torch.Tensor:
     """Class probabilities (float32) for a batch, averaged over its test-time views: the faces,
     their centre ``zooms`` (see :func:`centre_zoom`), and with ``tta_flip`` the mirrors of all
     of them. All views go through one forward pass (cheaper than several at small batch sizes)."""
-    views = [x, *(centre_zoom(x, z) for z in zooms)]
-    if tta_flip:
-        views += [v.flip(-1) for v in views]
+    views = tta_views(x, tta_flip, zooms)
     if len(views) == 1:
         return net(x).float().softmax(1)
     probs = net(torch.cat(views)).float().softmax(1)
@@ -54,15 +78,12 @@ def predict_softmax(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
 
 
 def register(name: str) -> Callable:
-    def deco(fn: Callable[[ModelCfg], nn.Module]) -> Callable[[ModelCfg], nn.Module]:
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
+    """Register a face architecture (``face/<name>`` in :func:`mmfer.core.models.list_models`)."""
+    return register_model("face", name, PREPROCESSING)
 
 
 def list_models() -> list[str]:
-    return sorted(_REGISTRY)
+    return core_list_models("face")
 
 
 class FaceNet(nn.Module):
@@ -176,8 +197,4 @@ def _tiny(cfg: ModelCfg, image_size: int) -> FaceNet:
 
 def create_model(cfg: ModelCfg, image_size: int) -> FaceNet:
     """Build the face net named by ``cfg.arch`` for ``image_size`` inputs."""
-    try:
-        builder = _REGISTRY[cfg.arch]
-    except KeyError:
-        raise ValueError(f"unknown face model arch {cfg.arch!r}; known: {', '.join(list_models())}") from None
-    return builder(cfg, image_size)
+    return core_create_model("face", cfg.arch, cfg, image_size)

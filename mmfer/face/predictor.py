@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from mmfer.face.artifact import card_tta_zooms, load_face_model
-from mmfer.face.models import predict_softmax
+from mmfer.face.models import LogitsAndFeatures, tta_views
 from mmfer.io.images import load_image
 
 CROP_SIZE = 48
@@ -38,8 +39,11 @@ class FacePrediction:
     landmarks: list[list[float]] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"box": list(self.box) if self.box is not None else None, "detector_score": self.score,
-                "emotion": self.emotion, "confidence": self.confidence, "probabilities": self.probabilities}
+        """JSON-ready, rounded to 4 decimals (the object itself keeps full precision)."""
+        return {"box": list(self.box) if self.box is not None else None,
+                "detector_score": None if self.score is None else round(self.score, 4),
+                "emotion": self.emotion, "confidence": round(self.confidence, 4),
+                "probabilities": {c: round(v, 4) for c, v in self.probabilities.items()}}
 
 
 def to_grey_crop(img: np.ndarray) -> np.ndarray:
@@ -91,24 +95,32 @@ class FaceEmotionRecognizer:
         self._yunet_model = yunet_model
         self._optimize = optimize and self.device.type == "cpu"
         self._fast: torch.nn.Module | None = None
+        self._lock = threading.Lock()
 
     def _net(self) -> torch.nn.Module:
-        """The network to run: the frozen TorchScript copy when optimising, built on first use."""
-        if not self._optimize:
-            return self.model
-        if self._fast is None:
-            import warnings
-
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # TorchScript deprecation notices
-                    traced = torch.jit.trace(self.model, torch.zeros(2, 1, CROP_SIZE, CROP_SIZE, device=self.device))
-                    self._fast = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
-            except Exception as exc:  # noqa: BLE001 - a speed-up only: fall back to the eager net
-                warnings.warn(f"TorchScript optimisation unavailable ({exc}); using the eager model", stacklevel=2)
-                self._optimize = False
-                return self.model
+        """(logits, embeddings) in one pass: the frozen TorchScript copy when optimising, built once
+        (under a lock: the first requests of a server may arrive together)."""
+        if self._fast is not None:
+            return self._fast
+        with self._lock:
+            if self._fast is None:
+                self._fast = self._build_net()
         return self._fast
+
+    def _build_net(self) -> torch.nn.Module:
+        both = LogitsAndFeatures(self.model).eval()
+        if not self._optimize:
+            return both
+        import warnings
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # TorchScript deprecation notices
+                traced = torch.jit.trace(both, torch.zeros(2, 1, CROP_SIZE, CROP_SIZE, device=self.device))
+                return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+        except Exception as exc:  # noqa: BLE001 - a speed-up only: fall back to the eager net
+            warnings.warn(f"TorchScript optimisation unavailable ({exc}); using the eager model", stacklevel=2)
+            return both
 
     @property
     def detector(self) -> Any:
@@ -116,30 +128,39 @@ class FaceEmotionRecognizer:
         from mmfer.face.detect import FaceDetector
 
         if not isinstance(self._detector, FaceDetector):
-            self._detector = FaceDetector(backend=self._detector or "auto", model_path=self._yunet_model)
+            with self._lock:
+                if not isinstance(self._detector, FaceDetector):
+                    self._detector = FaceDetector(backend=self._detector or "auto", model_path=self._yunet_model)
         return self._detector
 
-    @torch.inference_mode()
     def embed_crops(self, crops: np.ndarray | Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
         """(N, feat_dim) float32 backbone embeddings of face crops (what the temporal branch reads)."""
-        grey = np.stack([to_grey_crop(np.asarray(c)) for c in crops]) if len(crops) else np.zeros((0, 48, 48))
-        out = []
-        for s in range(0, len(grey), batch_size):
-            x = torch.from_numpy(grey[s : s + batch_size]).float().div_(255).unsqueeze(1).to(self.device)
-            out.append(self.model.forward_features(x).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.model.feat_dim), np.float32)
+        return self.classify_crops(crops, batch_size, embed=True)[1]
 
-    @torch.inference_mode()
     def predict_crops(self, crops: np.ndarray | Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
         """Class probabilities (N, K) for already-cropped faces (any size, grey or BGR)."""
+        return self.classify_crops(crops, batch_size)[0]
+
+    @torch.inference_mode()
+    def classify_crops(self, crops: np.ndarray | Sequence[np.ndarray], batch_size: int = 256, embed: bool = False
+                       ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities (N, K) and, with ``embed``, the (N, feat_dim) float32 embeddings of the faces as
+        they are (not their test-time views), from one forward pass per batch."""
         if isinstance(crops, np.ndarray) and crops.ndim == 2:
             crops = crops[None]
         arr = np.stack([to_grey_crop(c) for c in crops]) if len(crops) else np.zeros((0, 48, 48), np.uint8)
-        out, net = [], self._net()
+        probs, embs, net = [], [], self._net()
+        zooms = self.tta_zooms if self.tta_flip else ()
         for i in range(0, len(arr), batch_size):
             x = torch.from_numpy(arr[i : i + batch_size]).to(self.device).float().div_(255).unsqueeze(1)
-            out.append(predict_softmax(net, x, self.tta_flip, self.tta_zooms if self.tta_flip else ()).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+            views = tta_views(x, self.tta_flip, zooms)
+            logits, feats = net(torch.cat(views) if len(views) > 1 else x)
+            probs.append(logits.float().softmax(1).view(len(views), len(x), -1).mean(0).cpu().numpy())
+            if embed:
+                embs.append(feats[: len(x)].float().cpu().numpy())
+        if not probs:
+            return np.zeros((0, len(self.classes)), np.float32), np.zeros((0, self.model.feat_dim), np.float32)
+        return np.concatenate(probs), np.concatenate(embs) if embed else None
 
     def _wrap(self, probs: np.ndarray, faces: Sequence[Any] | None = None) -> list[FacePrediction]:
         preds = []
@@ -147,10 +168,10 @@ class FaceEmotionRecognizer:
             k = int(p.argmax())
             face = faces[i] if faces is not None else None
             preds.append(FacePrediction(
-                emotion=self.classes[k], confidence=round(float(p[k]), 4),
-                probabilities={c: round(float(v), 4) for c, v in zip(self.classes, p, strict=True)},
+                emotion=self.classes[k], confidence=float(p[k]),
+                probabilities={c: float(v) for c, v in zip(self.classes, p, strict=True)},
                 box=tuple(int(v) for v in face.box) if face is not None else None,
-                score=round(float(face.score), 4) if face is not None else None,
+                score=float(face.score) if face is not None else None,
                 landmarks=face.landmarks.tolist() if face is not None and face.landmarks is not None else None,
             ))
         return preds

@@ -1,5 +1,6 @@
 """Temperature scaling (Guo et al., 2017) of a branch's probabilities, fitted on that branch's own
-held-out predictions, with the expected calibration error before and after."""
+held-out predictions, with the expected calibration error before and after (the ECE lives here,
+beside the temperature it judges; :mod:`mmfer.evaluation.metrics` re-exports it)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,26 @@ import dataclasses
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-
-from mmfer.evaluation.metrics import expected_calibration_error
 
 T_BOUNDS = (0.05, 20.0)
+ECE_BINS = 15
+
+
+def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BINS) -> float:
+    """Top-label ECE: sum over equal-width confidence bins (0, 1] of |accuracy - confidence| * bin share."""
+    y = np.asarray(y_true).reshape(-1)
+    p = np.asarray(probs, dtype=np.float64)
+    conf = p.max(1)
+    correct = (p.argmax(1) == y).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    # bin b holds confidences in (edges[b], edges[b + 1]]; a confidence of exactly 0 goes to bin 0
+    bins = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        mask = bins == b
+        if mask.any():
+            ece += mask.mean() * abs(correct[mask].mean() - conf[mask].mean())
+    return float(ece)
 
 
 def _log(probs: np.ndarray) -> np.ndarray:
@@ -32,6 +48,8 @@ def nll(probs: np.ndarray, y: np.ndarray) -> float:
 
 def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
     """The T in T_BOUNDS that minimises the negative log-likelihood of the labels ``y``."""
+    from scipy.optimize import minimize_scalar  # ~1 s to import: only when fitting, never for inference
+
     y = np.asarray(y)
     if len(y) == 0:
         raise ValueError("no predictions to fit a temperature on")

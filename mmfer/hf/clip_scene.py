@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from mmfer.hf.hub import HFModelError, HFSpec, parse_spec, pretrained, require_modality, resolve
+from mmfer.core.hub import HFModelError, HFSpec, parse_spec, pretrained, require_modality, resolve
 from mmfer.scene.clip_encoder import Box, SceneEncoderUnavailable, mask_faces
 
 

@@ -9,6 +9,7 @@ with no counterpart are excluded and reported, and emotions the checkpoint does 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,9 @@ import cv2
 import numpy as np
 import torch
 
+from mmfer.core.hub import HFModelError, HFSpec, parse_spec, pretrained, require_modality, resolve
 from mmfer.emotions import EMOTIONS, EXTRA_CLASSES
 from mmfer.face.predictor import FaceEmotionRecognizer
-from mmfer.hf.hub import HFModelError, HFSpec, parse_spec, pretrained, require_modality, resolve
 from mmfer.hf.labels import map_labels
 
 
@@ -82,10 +83,17 @@ class HFFaceRecognizer(FaceEmotionRecognizer):
                               "crop (box + 20% margin, eyes levelled), then the checkpoint's processor"},
         }
         self._detector, self._yunet_model = detector, yunet_model
+        self._lock = threading.Lock()
 
     def embed_crops(self, crops: Any, batch_size: int = 256) -> np.ndarray:
         raise HFModelError(f"{self.spec.label}: mmfer's temporal heads read the embeddings of mmfer's own face CNN; "
                            "use the shipped face model for them")
+
+    def classify_crops(self, crops: np.ndarray | Sequence[np.ndarray], batch_size: int = 64, embed: bool = False
+                       ) -> tuple[np.ndarray, np.ndarray | None]:
+        if embed:
+            self.embed_crops(crops)  # raises: no embeddings for mmfer's temporal heads
+        return self.predict_crops(crops, batch_size), None
 
     @torch.inference_mode()
     def predict_crops(self, crops: np.ndarray | Sequence[np.ndarray], batch_size: int = 64) -> np.ndarray:

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from mmfer.core.hub import HFModelError
 from mmfer.emotions import AUDIO_EMOTIONS, EXTRA_CLASSES, match_checkpoint_label
-from mmfer.hf.hub import HFModelError
 
 _ORDER = (*AUDIO_EMOTIONS, *(c for c in EXTRA_CLASSES if c not in AUDIO_EMOTIONS))
 

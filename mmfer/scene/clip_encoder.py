@@ -12,10 +12,12 @@ checkpoint; nothing else in mmfer depends on this branch.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
+import os
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,20 +76,91 @@ def mask_faces(image_rgb: np.ndarray, boxes: Sequence[Box], margin: float = 0.15
     return out
 
 
-@contextlib.contextmanager
-def _hub_offline(on: bool) -> Iterator[None]:
-    """With ``on``, the Hugging Face hub is not contacted: only the local cache is used (fast failure)."""
-    if not on:
-        yield
-        return
-    import huggingface_hub.constants as hub
+def _cached_hf_file(model_id: str, filename: str, cache_dir: str | None) -> str:
+    """open_clip's choice of weights file in a hub repo (its .safetensors twin first), from the local cache only."""
+    from huggingface_hub import hf_hub_download
 
-    before = hub.HF_HUB_OFFLINE
-    hub.HF_HUB_OFFLINE = True
+    names = [filename]
+    if filename == "open_clip_pytorch_model.bin":
+        names.insert(0, "open_clip_model.safetensors")
+    elif filename.endswith((".bin", ".pth")):
+        names.insert(0, filename[:-4] + ".safetensors")
+    for name in names[:-1]:
+        with contextlib.suppress(Exception):
+            return hf_hub_download(model_id, name, cache_dir=cache_dir, local_files_only=True)
+    try:
+        return hf_hub_download(model_id, filename, cache_dir=cache_dir, local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - worded as open_clip words it
+        raise FileNotFoundError(f"Failed to download file ({filename}) for {model_id}. Last error: {e}") from None
+
+
+def _local_only(model_name: str, pretrained: str | None, cache_dir: str | None
+                ) -> tuple[str, str | None, dict[str, Any]]:
+    """(model_name, pretrained, extra create_model arguments) that make open_clip read local files only.
+
+    open_clip has no ``local_files_only``: a pretrained tag is resolved here, in the local caches
+    (Hugging Face's, or open_clip's URL cache), and handed to it as a file, with the tag's
+    preprocessing; an ``hf-hub:`` model becomes its cached snapshot folder (``local-dir:``). Nothing
+    process-wide (``HF_HUB_OFFLINE``, the environment) is changed, so other threads keep their network.
+    """
+    if model_name.startswith("hf-hub:"):
+        from huggingface_hub import snapshot_download
+
+        repo = model_name.removeprefix("hf-hub:")
+        try:
+            folder = snapshot_download(repo, cache_dir=cache_dir, local_files_only=True)
+        except Exception as e:  # noqa: BLE001 - worded as open_clip words it
+            raise RuntimeError(f"Failed initial config/weights load from HF Hub {repo}: {e}") from None
+        return f"local-dir:{folder}", None, {}
+    if model_name.startswith("local-dir:") or not pretrained:
+        return model_name, pretrained, {}
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(model_name.replace("/", "-"), pretrained)
+    if not cfg or "file" in cfg:  # a checkpoint path, or an unknown tag: open_clip itself says so, offline
+        return model_name, pretrained, {}
+    try:
+        if cfg.get("hf_hub"):
+            model_id, filename = os.path.split(cfg["hf_hub"])
+            target = _cached_hf_file(model_id, filename or "open_clip_pytorch_model.bin", cache_dir)
+        else:
+            url = cfg.get("url", "")
+            target = os.path.join(cache_dir or os.path.expanduser("~/.cache/clip"), os.path.basename(url))
+            if not os.path.isfile(target):
+                raise FileNotFoundError(f"{os.path.basename(url)} is not in {os.path.dirname(target)} (from {url})")
+    except Exception as e:  # noqa: BLE001 - worded as open_clip words it
+        raise RuntimeError(f"Failed to download weights for tag '{pretrained}': {e}") from None
+    # the tag's preprocessing, as open_clip applies it for a tag (the image size follows the model)
+    keys = ("mean", "std", "interpolation", "resize_mode")
+    return model_name, target, {f"image_{k}": cfg[k] for k in keys if cfg.get(k) is not None}
+
+
+class _DropOpenClipRecords(logging.Filter):
+    """open_clip logs its own copy of a load error through the root logger (``logging.error``): drop
+    those records, only the ones this thread's load emits, while it runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+        import open_clip
+
+        self.prefix = os.path.dirname(open_clip.__file__)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.thread == self.thread and record.levelno < logging.CRITICAL
+                    and record.pathname.startswith(self.prefix))
+
+
+@contextlib.contextmanager
+def _quiet_open_clip() -> Iterator[None]:
+    """Silence open_clip's log records from this thread: no logger level changes, other threads unaffected."""
+    root = logging.getLogger()  # where open_clip's module-level logging.* calls go
+    f = _DropOpenClipRecords()
+    root.addFilter(f)
     try:
         yield
     finally:
-        hub.HF_HUB_OFFLINE = before
+        root.removeFilter(f)
 
 
 class ClipSceneEncoder:
@@ -107,23 +180,22 @@ class ClipSceneEncoder:
         dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
         self.device = torch.device(dev)
         self.model_name, self.pretrained = model_name, pretrained
-        log = logging.getLogger()
-        level = log.level
+        name = model_name
         try:
-            log.setLevel(logging.CRITICAL)  # open_clip logs its own copy of the error at ERROR level
-            with contextlib.redirect_stderr(io.StringIO()), _hub_offline(local_only):
+            with _quiet_open_clip():  # open_clip logs its own copy of the error at ERROR level
+                # local_only: per-call, from the local caches (never the process-wide HF_HUB_OFFLINE)
+                name, weights, extra = (_local_only(model_name, pretrained, cache_dir) if local_only
+                                        else (model_name, pretrained, {}))
                 model, _, preprocess = open_clip.create_model_and_transforms(
-                    model_name, pretrained=pretrained, device=self.device, cache_dir=cache_dir)
+                    name, pretrained=weights, device=self.device, cache_dir=cache_dir, **extra)
         except Exception as exc:  # noqa: BLE001 - network, missing file, unknown tag/name, bad checkpoint
             reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise SceneEncoderUnavailable(
                 f"CLIP {model_name} with {_source(model_name, pretrained)} could not be loaded ({reason}); "
                 + _how_to_fix(model_name, pretrained)) from None
-        finally:
-            log.setLevel(level)
         self.model = model.eval()
         self.preprocess = preprocess
-        self.tokenizer = open_clip.get_tokenizer(model_name)
+        self.tokenizer = open_clip.get_tokenizer(name)
 
     @property
     def embed_dim(self) -> int:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import torchmetrics
 from torch.utils.data import DataLoader
 
-from mmfer.config import FaceTrainCfg
+from mmfer.config import FaceTrainCfg, to_dict
 from mmfer.data.face_dataset import FaceArrayDataset, train_transform
 from mmfer.data.fer2013 import FaceArrays, load_fer2013
 from mmfer.emotions import NUM_EMOTIONS
@@ -72,8 +72,6 @@ class FaceClassifier(L.LightningModule):
 
     def __init__(self, cfg: FaceTrainCfg):
         super().__init__()
-        from mmfer.config import to_dict
-
         self.save_hyperparameters({"config": to_dict(cfg)})
         self.cfg = cfg
         self.model = create_model(cfg.model, cfg.data.image_size)

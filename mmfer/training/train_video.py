@@ -20,21 +20,20 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, Dataset
 
 from mmfer.config import VideoTrainCfg, to_dict
+from mmfer.core.artifact import read_card, resolve_model_dir, save_artifact, weights_digest
+from mmfer.data.video_clips import Clip, load_clips, subject_folds
 from mmfer.emotions import EMOTIONS
-from mmfer.face.predictor import CROP_SIZE
+from mmfer.face.artifact import load_face_model
+from mmfer.face.predictor import CROP_SIZE, FaceEmotionRecognizer
 from mmfer.paths import cache_dir
 from mmfer.training.optim import configure_optimizer
 from mmfer.training.train_face import resolve_precision
-from mmfer.video.clips import Clip, load_clips, subject_folds
+from mmfer.video.clip_features import clip_features
 from mmfer.video.models import FineTunedTemporalNet, create_temporal_model
 
 
 def corpus_features(cfg: VideoTrainCfg, clips: list[Clip], use_cache: bool = True) -> dict[str, np.ndarray]:
     """Per-clip frame embeddings of the main face (padded to max_frames), cached by file list and settings."""
-    from mmfer.face.artifact import resolve_model_dir, weights_digest
-    from mmfer.face.predictor import FaceEmotionRecognizer
-    from mmfer.video.clip_features import clip_features
-
     d = cfg.data
     face = weights_digest(resolve_model_dir(d.face_model))  # new face weights -> new embeddings
     h = hashlib.sha1(json.dumps([[c.path.name, c.path.stat().st_size] for c in clips] +
@@ -135,8 +134,6 @@ def fit_video(cfg: VideoTrainCfg, feats: dict[str, np.ndarray], labels: np.ndarr
 
 def _frames_cnn(cfg: VideoTrainCfg) -> tuple[torch.nn.Module, dict[str, Any]]:
     """A fresh copy of the face CNN that a fine-tuned head trains (and its card)."""
-    from mmfer.face.artifact import load_face_model
-
     return load_face_model(cfg.data.face_model)
 
 
@@ -158,7 +155,7 @@ def frame_average(feats: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
 
 def cross_validate_video(cfg: VideoTrainCfg, out_dir: str | Path) -> dict[str, Any]:
     """Leave-one-subject-out CV of the temporal head, and of the frame-average baseline on the same folds."""
-    from mmfer.evaluation.metrics import aggregate_folds, classification_report
+    from mmfer.evaluation.metrics import aggregate_folds, classification_report  # scikit-learn: only when asked
 
     out = Path(out_dir)
     clips = load_clips(cfg.data.dataset, cfg.data.root)
@@ -194,8 +191,6 @@ def cross_validate_video(cfg: VideoTrainCfg, out_dir: str | Path) -> dict[str, A
 
 def train_video(cfg: VideoTrainCfg, out_dir: str | Path, metrics: dict[str, Any] | None = None) -> Path:
     """Train on every clip and export ``out_dir/model`` (safetensors + card)."""
-    from mmfer.face.artifact import read_card, resolve_model_dir, save_artifact, weights_digest
-
     out = Path(out_dir)
     clips = load_clips(cfg.data.dataset, cfg.data.root)
     feats = corpus_features(cfg, clips)

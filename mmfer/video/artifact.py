@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from mmfer.config import ConfigError, FaceTrainCfg, VideoTrainCfg, from_dict
-from mmfer.face.artifact import ModelLoadError, load_weights, read_card, resolve_model_dir, weights_digest
+from mmfer.core.artifact import load_weights, read_card, resolve_model_dir, weights_digest
+from mmfer.core.errors import ModelLoadError
 from mmfer.face.models import create_model
 from mmfer.video.models import FineTunedTemporalNet, TemporalEmotionNet, create_temporal_model
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from mmfer.face.predictor import CROP_SIZE
 from mmfer.video.io import DEFAULT_SAMPLE_FPS
+from mmfer.video.timeline import scan_faces
 from mmfer.video.tracking import link_tracks, main_track
 
 
@@ -27,8 +28,6 @@ def clip_features(path: str | Path, recognizer, sample_fps: float | None = DEFAU
                   max_frames: int | None = None, keep_crops: bool = False) -> ClipFeatures:
     """Decode, detect, track, and embed the main track's faces of one video (or folder of frames);
     with ``keep_crops`` also return their grey crops (what a fine-tuned frame CNN reads)."""
-    from mmfer.video.timeline import scan_faces
-
     scan = scan_faces(path, recognizer, sample_fps, embed=True, max_frames=max_frames, keep_crops=keep_crops)
     reader, times, per_frame = scan.reader, scan.times, scan.per_frame
     emb = np.zeros((len(times), recognizer.model.feat_dim), np.float32)

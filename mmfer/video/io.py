@@ -11,13 +11,16 @@ limit, so a stream that lies about its size cannot make it allocate more.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from mmfer.io.containers import mp4_damage
+from mmfer.io.media import Media
 
 DEFAULT_SAMPLE_FPS = 10.0
 MAX_SIDE = 1280  # frames larger than this are downscaled while decoding (4K phone video -> 1280 px)
@@ -78,12 +81,19 @@ def _open(path: Path):  # noqa: ANN202 - av.container.InputContainer
 class VideoReader:
     """Iterate sampled frames of one video; ``info`` is read from the header at construction."""
 
-    def __init__(self, path: str | Path, sample_fps: float | None = DEFAULT_SAMPLE_FPS, max_side: int = MAX_SIDE):
+    def __init__(self, path: str | Path, sample_fps: float | None = DEFAULT_SAMPLE_FPS, max_side: int = MAX_SIDE,
+                 media: Media | None = None, audio_sink: Callable[[Any], None] | None = None):
+        """``media``: the file already opened by :func:`~mmfer.io.media.open_media` (read in place, one
+        pass). ``audio_sink``: called with every audio packet met while demuxing the frames, so the
+        audio track is decoded from the same pass (with ``media`` only)."""
         self.path = Path(path)
         self.sample_fps, self.max_side = sample_fps, max_side
         self.notes: list[str] = []
         self.frames_used = 0
-        with _open(self.path) as c:
+        self._container = media.container if media is not None else None
+        self._audio_sink = audio_sink if self._container is not None else None
+        self._passes = 0
+        with self._opened() as c:
             if not c.streams.video:
                 kinds = sorted({s.type for s in c.streams}) or ["no streams"]
                 raise NoVideoTrack(f"{self.path}: has no video track (it holds {', '.join(kinds)})")
@@ -102,6 +112,30 @@ class VideoReader:
         if w * h > MAX_PIXELS:
             raise _fail(self.path, f"video frames are {w}x{h} ({w * h / 1e6:.0f} MP), larger than the "
                                    f"{MAX_PIXELS / 1e6:.0f} MP (8K) that mmfer decodes")
+
+    def attach_audio(self, sink: Callable[[Any], None]) -> None:
+        """Hand every audio packet met while demuxing the frames to ``sink`` (a shared container only)."""
+        if self._container is None:
+            raise ValueError(f"{self.path}: audio packets come with the frames only from a shared container")
+        self._audio_sink = sink
+
+    def finish_audio(self) -> None:
+        """Hand the audio sink the packets a stopped frame loop (a frame cap, an error) did not reach."""
+        c, sink = self._container, self._audio_sink
+        if sink is None or c is None or not c.streams.audio or getattr(self, "_complete", False):
+            return
+        import av
+
+        self._complete = True
+        try:
+            for packet in c.demux(c.streams.audio[0]):
+                sink(packet)
+        except av.FFmpegError:  # the audio reader notes a track that ends early
+            pass
+
+    def _opened(self) -> contextlib.AbstractContextManager[Any]:
+        """The shared container (left open for its owner) or the file opened for this use."""
+        return contextlib.nullcontext(self._container) if self._container is not None else _open(self.path)
 
     def _convert(self, frame) -> np.ndarray:  # noqa: ANN001 - av.VideoFrame
         w, h = frame.width, frame.height
@@ -125,12 +159,20 @@ class VideoReader:
         step = 1.0 / self.sample_fps if self.sample_fps else 0.0
         next_t, n, last_t, i, end_t = 0.0, 0, -1.0, -1, None
         bad, first_error, concealed = 0, "", 0
-        with _open(self.path) as c:
+        self._passes += 1
+        if self._container is not None and self._passes > 1:
+            raise RuntimeError(f"{self.path}: a reader on a shared container is read once")
+        with self._opened() as c:
             stream = c.streams.video[0]
             stream.thread_type = "AUTO"
             stream.codec_context.options = {"max_pixels": str(MAX_PIXELS)}
+            sink = self._audio_sink
+            streams = (stream, c.streams.audio[0]) if sink is not None and c.streams.audio else (stream,)
             try:
-                for packet in c.demux(stream):
+                for packet in c.demux(*streams):
+                    if packet.stream is not stream:
+                        sink(packet)  # the audio track, decoded by its reader from this same pass
+                        continue
                     try:
                         frames = packet.decode()
                     except (av.FFmpegError, ValueError) as exc:  # a damaged packet: skip it, keep the rest
@@ -166,6 +208,7 @@ class VideoReader:
                     raise _fail(self.path, f"corrupt or truncated video data ({type(exc).__name__})") from None
                 self.notes.append(f"truncated or corrupt after {last_t:.2f} s ({type(exc).__name__}); "
                                   f"used the {n} frames before it")
+        self._complete = True  # every packet was demuxed (the audio ones went to the sink)
         if n == 0:
             detail = f": none of its {bad} damaged packets could be decoded ({first_error})" if bad else ""
             raise _fail(self.path, "contains no decodable video frames" + detail)

@@ -9,16 +9,15 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from mmfer.config import VideoModelCfg
+from mmfer.core.models import create_model, list_models, register_model
 
-_REGISTRY: dict[str, Callable[[VideoModelCfg, int], nn.Module]] = {}
+PREPROCESSING = {"input": "per-frame face embeddings (B, T, feat_dim) of the face CNN the card names, or 48x48 grey "
+                          "crops for a fine-tuned head, with a (B, T) mask of the frames where the face was found"}
 
 
 def register(name: str) -> Callable:
-    def deco(fn: Callable[[VideoModelCfg, int], nn.Module]) -> Callable[[VideoModelCfg, int], nn.Module]:
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
+    """Register a temporal architecture (``temporal/<name>`` in :func:`mmfer.core.models.list_models`)."""
+    return register_model("temporal", name, PREPROCESSING)
 
 
 class TemporalEmotionNet(nn.Module):
@@ -109,9 +108,9 @@ def _bigru(cfg: VideoModelCfg, feat_dim: int) -> nn.Module:
 def create_temporal_model(cfg: VideoModelCfg, feat_dim: int, frames: nn.Module | None = None
                           ) -> TemporalEmotionNet | FineTunedTemporalNet:
     """The head named by ``cfg.arch``; with ``cfg.finetune`` wrapped around ``frames`` (a face CNN)."""
-    if cfg.arch not in _REGISTRY:
-        raise ValueError(f"unknown video model.arch {cfg.arch!r}; known: {', '.join(sorted(_REGISTRY))}")
-    head = _REGISTRY[cfg.arch](cfg, feat_dim)
+    if cfg.arch not in list_models("temporal"):
+        raise ValueError(f"unknown video model.arch {cfg.arch!r}; known: {', '.join(list_models('temporal'))}")
+    head = create_model("temporal", cfg.arch, cfg, feat_dim)
     if not cfg.finetune:
         return head
     if frames is None:

@@ -8,15 +8,20 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from mmfer.emotions import EMOTIONS
-from mmfer.video.io import DEFAULT_SAMPLE_FPS, MAX_SIDE, VideoInfo, open_frames
+from mmfer.face.detect import crop_faces
+from mmfer.face.predictor import CROP_SIZE, FaceEmotionRecognizer, to_grey_crop
+from mmfer.video.artifact import check_face_model, load_video_model
+from mmfer.video.io import DEFAULT_SAMPLE_FPS, MAX_SIDE, VideoInfo, VideoReader, open_frames
+from mmfer.video.temporal import temporal_probs
 from mmfer.video.tracking import Track, link_tracks, main_track
 
+if TYPE_CHECKING:
+    import pandas as pd
 
 @dataclasses.dataclass
 class VideoTimeline:
@@ -53,7 +58,8 @@ class VideoTimeline:
             "frames_with_face": int(self.face_found.sum()),
             "emotion": None if summary is None else max(summary, key=summary.get),
             "mean_probabilities": None if summary is None else {k: round(v, 4) for k, v in summary.items()},
-            "temporal": self.temporal,
+            "temporal": None if self.temporal is None else {
+                **self.temporal, "probabilities": {k: round(v, 4) for k, v in self.temporal["probabilities"].items()}},
             "main_track": self.main_track_id,
             "tracks": [t.to_dict() for t in self.tracks],
             "notes": self.notes,
@@ -67,6 +73,8 @@ class VideoTimeline:
         }
 
     def to_frame(self) -> pd.DataFrame:
+        import pandas as pd  # lazy: a photo-only user of the pipeline never pays for it
+
         df = pd.DataFrame({"time_s": self.times, "faces": self.faces_per_frame, "face_found": self.face_found})
         for i, e in enumerate(EMOTIONS):
             df[e] = self.probs[:, i]
@@ -86,25 +94,27 @@ class VideoTimeline:
 
 
 def plot_timeline(tl: VideoTimeline, path: str | Path) -> Path:
-    from mmfer.evaluation.plots import plt
+    """The smoothed probabilities over time as a PNG (matplotlib's object API: no pyplot state, thread-safe)."""
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(10, 4))
-    try:
-        for i, e in enumerate(EMOTIONS):
-            ax.plot(tl.times, tl.smoothed[:, i], label=e, lw=1.8)
-        missing = ~tl.face_found
-        for t in tl.times[missing]:
-            ax.axvspan(t - 0.5 / (tl.sample_fps or 10), t + 0.5 / (tl.sample_fps or 10), color="0.9", lw=0)
-        ax.set_xlabel("time (s)")
-        ax.set_ylabel("probability (smoothed)")
-        ax.set_ylim(0, 1)
-        ax.set_title(f"{Path(tl.info.path).name}: face emotion over time (grey: no face)")
-        ax.legend(loc="upper left", ncol=4, fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-    finally:
-        plt.close(fig)
+    fig = Figure(figsize=(10, 4))
+    ax = fig.subplots()
+    for i, e in enumerate(EMOTIONS):
+        ax.plot(tl.times, tl.smoothed[:, i], label=e, lw=1.8)
+    missing = ~tl.face_found
+    for t in tl.times[missing]:
+        ax.axvspan(t - 0.5 / (tl.sample_fps or 10), t + 0.5 / (tl.sample_fps or 10), color="0.9", lw=0)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("probability (smoothed)")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{Path(tl.info.path).name}: face emotion over time (grey: no face)")
+    ax.legend(loc="upper left", ncol=4, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     return Path(path)
+
+
+BATCH_FRAMES = 16  # frames whose faces are classified in one batch
 
 
 @dataclasses.dataclass
@@ -140,7 +150,7 @@ def _key_indices(reader: Any, sample_fps: float | None, n: int) -> set[int]:
     return {round(i * (total - 1) / max(1, n - 1)) for i in range(n)} if n > 0 else set()
 
 
-def scan_faces(path: str | Path, recognizer: Any, sample_fps: float | None = DEFAULT_SAMPLE_FPS,
+def scan_faces(path: str | Path | VideoReader, recognizer: Any, sample_fps: float | None = DEFAULT_SAMPLE_FPS,
                max_side: int = MAX_SIDE, embed: bool = False, max_frames: int | None = None,
                keep_crops: bool = False, key_frames: int = 0) -> Scan:
     """Decode (a video or a folder of frames), detect, crop and classify every face of every sampled
@@ -148,25 +158,37 @@ def scan_faces(path: str | Path, recognizer: Any, sample_fps: float | None = DEF
     grey 48x48 crop, and ``key_frames`` evenly spaced downscaled frames with their face boxes."""
     import cv2
 
-    from mmfer.face.detect import crop_faces
-    from mmfer.face.predictor import to_grey_crop
-
-    reader = open_frames(path, sample_fps, max_side)
+    reader = path if isinstance(path, VideoReader) else open_frames(path, sample_fps, max_side)
     wanted = _key_indices(reader, sample_fps, key_frames)
-    times, per_frame, keys = [], [], []
+    times: list[float] = []
+    per_frame: list[list[_FaceRow]] = []
+    keys: list[KeyFrame] = []
+    pending: list[tuple[int, list[Any], list[np.ndarray]]] = []  # (frame, faces, crops) not yet classified
+
+    def classify_pending() -> None:
+        """The faces of up to BATCH_FRAMES frames through the network together: one forward pass per crop,
+        for both the probabilities and the embedding, and far less overhead per face than frame by frame."""
+        crops = [c for _, _, cs in pending for c in cs]
+        if crops:
+            probs, embs = recognizer.classify_crops(crops, embed=embed)
+            j = 0
+            for t, faces, cs in pending:
+                grey = [to_grey_crop(c) for c in cs]
+                per_frame[t] = [_FaceRow(f.box, probs[j + i], embs[j + i].astype(np.float16) if embed else None,
+                                         grey[i] if keep_crops else None) for i, f in enumerate(faces)]
+                j += len(cs)
+        pending.clear()
+
     for frame in reader:
         times.append(frame.time_s)
         faces = recognizer.detector.detect(frame.image)
-        rows = []
+        per_frame.append([])
         if faces:
             crops = crop_faces(frame.image, faces, size=getattr(recognizer, "crop_size", 48),
                                colour=getattr(recognizer, "colour_crops", False))
-            grey = np.stack([to_grey_crop(c) for c in crops])
-            probs = recognizer.predict_crops(crops)
-            embs = recognizer.embed_crops(grey).astype(np.float16) if embed else [None] * len(faces)
-            rows = [_FaceRow(f.box, p, e, g if keep_crops else None)
-                    for f, p, e, g in zip(faces, probs, embs, grey, strict=True)]
-        per_frame.append(rows)
+            pending.append((len(per_frame) - 1, faces, list(crops)))
+            if len(pending) >= BATCH_FRAMES:
+                classify_pending()
         if frame.index in wanted:
             scale = min(1.0, 640 / max(frame.image.shape[:2]))
             img = cv2.resize(frame.image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) \
@@ -175,11 +197,13 @@ def scan_faces(path: str | Path, recognizer: Any, sample_fps: float | None = DEF
             keys.append(KeyFrame(frame.time_s, img, boxes, scale))
         if max_frames and len(times) >= max_frames:
             break
+    classify_pending()
     return Scan(reader, times, per_frame, keys)
 
 
-def video_timeline(path: str | Path, recognizer: Any = None, sample_fps: float | None = DEFAULT_SAMPLE_FPS,
-                   smooth_s: float = 0.5, max_side: int = MAX_SIDE, temporal: Any = None, key_frames: int = 0
+def video_timeline(path: str | Path | VideoReader, recognizer: Any = None,
+                   sample_fps: float | None = DEFAULT_SAMPLE_FPS, smooth_s: float = 0.5, max_side: int = MAX_SIDE,
+                   temporal: Any = None, key_frames: int = 0
                    ) -> VideoTimeline:
     """Face emotion timeline of a video with a FaceEmotionRecognizer (default: the shipped model).
 
@@ -189,18 +213,11 @@ def video_timeline(path: str | Path, recognizer: Any = None, sample_fps: float |
     and the windows' probabilities are averaged. Frames are classified as they are decoded; only
     boxes, 7 probabilities and (with the temporal head) a float16 embedding per face are kept.
     """
-    import torch
-
-    from mmfer.face.predictor import CROP_SIZE
 
     if recognizer is None:
-        from mmfer.face.predictor import FaceEmotionRecognizer
-
         recognizer = FaceEmotionRecognizer()
     head = card = None
     if temporal:
-        from mmfer.video.artifact import check_face_model, load_video_model
-
         loaded = temporal if isinstance(temporal, tuple) else load_video_model(None if temporal is True else temporal)
         head, card, vcfg = loaded
         wanted = vcfg.data.face_model or "face_lite0"
@@ -218,6 +235,8 @@ def video_timeline(path: str | Path, recognizer: Any = None, sample_fps: float |
             probs[t] = face.probs
     fps = sample_fps or reader.info.fps or 10.0
     window = max(1, int(round(smooth_s * fps)))
+    import pandas as pd  # lazy, as above
+
     smoothed = pd.DataFrame(probs).rolling(window, center=True, min_periods=1).mean().to_numpy(np.float32, copy=True)
     smoothed[np.isnan(probs[:, 0])] = np.nan
     notes = list(reader.notes)
@@ -235,13 +254,7 @@ def video_timeline(path: str | Path, recognizer: Any = None, sample_fps: float |
         present = np.zeros(len(times), bool)
         for t, face in main.faces.items():
             emb[t], present[t] = face.crop if finetuned else face.emb, True
-        outs = []
-        with torch.no_grad():
-            for s in range(0, len(times), span):
-                if present[s : s + span].any():
-                    e, p = torch.from_numpy(emb[None, s : s + span]), torch.from_numpy(present[None, s : s + span])
-                    outs.append(head(e, p).softmax(-1)[0].numpy())
-        clip = np.mean(outs, 0)
-        tl.temporal = {"model": card["name"], "windows": len(outs), "emotion": EMOTIONS[int(clip.argmax())],
-                       "probabilities": {e: round(float(v), 4) for e, v in zip(EMOTIONS, clip, strict=True)}}
+        clip, windows = temporal_probs(head, emb, present, span)
+        tl.temporal = {"model": card["name"], "windows": windows, "emotion": EMOTIONS[int(clip.argmax())],
+                       "probabilities": {e: float(v) for e, v in zip(EMOTIONS, clip, strict=True)}}
     return tl

@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from mmfer.data.fer2013 import DatasetError
-from mmfer.emotions import normalize_name
+from mmfer.data.ravdess import find_ravdess
+from mmfer.emotions import normalize_name, to_canonical
 from mmfer.paths import data_root
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
@@ -89,9 +90,6 @@ def load_ravdess_videos(root: str | Path | None = None, modality: str = "audio-v
     The 7-class temporal model has no ``calm``: those clips are left out (RAVDESS calm has no
     canonical counterpart; see mmfer.emotions).
     """
-    from mmfer.data.ravdess import find_ravdess
-    from mmfer.emotions import to_canonical
-
     clips = []
     for item in find_ravdess(root, channel="speech", modality=modality):
         label = to_canonical(item.emotion, "ravdess")
@@ -107,8 +105,6 @@ def load_ckplus_sequences(root: str | Path | None = None) -> list[Clip]:
     """The original CK+ release: ``cohn-kanade-images/S005/001/*.png`` frame folders and
     ``Emotion/S005/001/S005_001_<frame>_emotion.txt`` (one code 0-7). Sequences without an
     emotion file are unlabelled and left out, and so is contempt (no canonical counterpart)."""
-    from mmfer.emotions import to_canonical
-
     base = data_root(root)
     for cand in (base, base / "CK+", base / "ckplus"):
         if (cand / "cohn-kanade-images").is_dir() and (cand / "Emotion").is_dir():

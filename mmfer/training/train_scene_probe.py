@@ -10,11 +10,16 @@ from typing import Any
 
 import numpy as np
 
+from mmfer.branches.scene_classifier import clip_encoder
 from mmfer.config import SceneTrainCfg, to_dict
 from mmfer.data.context import ContextSample, load_caer_s, load_emotic
 from mmfer.data.fer2013 import DatasetError
 from mmfer.emotions import EMOTIONS
+from mmfer.face.detect import FaceDetector
+from mmfer.io.images import load_image
 from mmfer.scene.clip_encoder import ClipSceneEncoder
+from mmfer.scene.probe import fit_probe, save_probe
+from mmfer.scene.zero_shot import ZeroShotSceneClassifier
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +45,6 @@ def embed_samples(encoder: ClipSceneEncoder, samples: list[ContextSample], mask_
     """(N, D) CLIP embeddings; EMOTIC samples are cropped to the annotated person's body box."""
     import cv2
 
-    from mmfer.io.images import load_image
-
     out = []
     for s in range(0, len(samples), batch_size):
         images, boxes = [], []
@@ -60,15 +63,10 @@ def embed_samples(encoder: ClipSceneEncoder, samples: list[ContextSample], mask_
 def train_scene_probe(cfg: SceneTrainCfg, out_dir: str | Path, encoder: ClipSceneEncoder | None = None
                       ) -> tuple[Path, dict[str, Any]]:
     """Embed train and test, fit the probe, report it beside zero-shot; returns (probe folder, metrics)."""
-    from mmfer.evaluation.metrics import classification_report
-    from mmfer.face.detect import FaceDetector
-    from mmfer.scene.probe import fit_probe, save_probe
-    from mmfer.scene.zero_shot import ZeroShotSceneClassifier
+    from mmfer.evaluation.metrics import classification_report  # scikit-learn: only when training
 
     d = cfg.data
     if encoder is None:
-        from mmfer.scene.classifier import clip_encoder
-
         encoder = clip_encoder(cfg.clip.model, cfg.clip.pretrained)
     detector = FaceDetector(d.detector, d.yunet_model) if d.mask_faces else None
     train, test = load_context(cfg, d.train_split), load_context(cfg, d.test_split)
