@@ -196,8 +196,8 @@ def _images(s: _Suite) -> None:
     s.add("image", "svg_as.png", b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>', "error",
           "SVG named .png")
     s.add("image", "html_as.jpg", b"<!doctype html><html><body>hello</body></html>", "error", "HTML named .jpg")
-    s.add("image", "wav_as.jpg", _wav(_tone(16_000, 1.0), 16_000), "error", "a WAV named .jpg")
-    s.add("image", "mp4_as.png", (EXAMPLES / "talking.mp4").read_bytes(), "error", "an MP4 named .png")
+    s.add("image", "wav_as.jpg", _wav(_tone(16_000, 1.0), 16_000), "ok", "a WAV named .jpg (read by content)")
+    s.add("image", "mp4_as.png", (EXAMPLES / "talking.mp4").read_bytes(), "ok", "an MP4 named .png (by content)")
     s.add("image", "jpg_noext", good["jpg"], "ok", "a JPEG without an extension")
     s.add("image", "png_as.jpg", good["png"], "ok", "a PNG named .jpg")
     for k in range(6):
@@ -303,7 +303,7 @@ def _audio(s: _Suite) -> None:
         s.add("audio", f"text.{ext}", b"hello, this is not audio\n" * 40, "error", "text file")
     s.add("audio", "riff_garbage.wav", b"RIFF\xff\xff\xff\xffWAVEfmt " + s.noise(200), "error",
           "RIFF header then garbage")
-    s.add("audio", "jpg_as.wav", _save(_face_rgb(), "JPEG"), "error", "a JPEG named .wav")
+    s.add("audio", "jpg_as.wav", _save(_face_rgb(), "JPEG"), "ok", "a JPEG named .wav (read by content)")
     s.add("audio", "nul.wav", b"\0" * 10_000, "error", "NUL bytes")
 
 

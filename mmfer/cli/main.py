@@ -202,9 +202,10 @@ def _err(msg: str) -> None:
 def _input_errors() -> tuple[type[Exception], ...]:
     from mmfer.audio.io import AudioLoadError
     from mmfer.io.images import ImageLoadError
+    from mmfer.io.media import MediaError
     from mmfer.video.io import VideoLoadError
 
-    return ImageLoadError, AudioLoadError, VideoLoadError
+    return ImageLoadError, AudioLoadError, VideoLoadError, MediaError
 
 
 def _usage_errors() -> tuple[type[Exception], ...]:
