@@ -151,8 +151,6 @@ class AudioEmotionRecognizer:
                 src = AudioSource(src.path)  # the first read consumed the stream: this rare case reads it again
         return self._predict_windows(src)
 
-    predict_source = predict_file
-
     def _predict_windows(self, path: str | Path | AudioSource) -> AudioPrediction:
         total, weight, speech, end = None, 0.0, 0.0, 0.0
         first_note: dict[str, str] = {}  # one note per kind (clipped, DC, channel...), with its window count

@@ -44,6 +44,19 @@ def canonical(probs: np.ndarray, classes: tuple[str, ...]) -> np.ndarray:
     return p if tuple(classes) == EMOTIONS else p @ fold_matrix(classes)
 
 
+class RecognizerBranch:
+    """A branch around a recogniser object (face, audio): name, card and classes are the recogniser's."""
+
+    modality = ""
+
+    def __init__(self, recognizer: Any, backend: str):
+        self.recognizer = recognizer
+        self.backend = backend
+        self.card: dict[str, Any] = recognizer.card
+        self.name: str = self.card.get("name", self.modality)
+        self.classes: tuple[str, ...] = tuple(recognizer.classes)
+
+
 @runtime_checkable
 class Branch(Protocol):
     """What the pipeline, the CLI, the demo and the evaluations know about a branch."""

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from mmfer.branches.base import BranchOutput, canonical
+from mmfer.branches.base import BranchOutput, RecognizerBranch, canonical
 
 
 def largest(faces: Sequence[Any]) -> Any:
@@ -15,17 +15,10 @@ def largest(faces: Sequence[Any]) -> Any:
     return max(faces, key=lambda f: f.box[2] * f.box[3] if f.box else 0)
 
 
-class FaceBranch:
+class FaceBranch(RecognizerBranch):
     """``predict(image)``: every face of a BGR photo; the largest one is the branch's answer."""
 
     modality = "face"
-
-    def __init__(self, recognizer: Any, backend: str):
-        self.recognizer = recognizer
-        self.backend = backend
-        self.card: dict[str, Any] = recognizer.card
-        self.name: str = self.card.get("name", "face")
-        self.classes: tuple[str, ...] = tuple(recognizer.classes)
 
     @property
     def detector(self) -> Any:

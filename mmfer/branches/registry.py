@@ -148,15 +148,17 @@ def _temporal_mmfer(spec: str | Path | None, face: FaceBranch | None = None, **_
 
 # -- scene -----------------------------------------------------------------------------------------
 
-def _scene(model: str | None, pretrained: str | None, probe: str | Path | None, prompts: str | Path | None,
-           device: str, local_only: bool) -> SceneClassifier:
-    """CLIP weights: the explicit arguments, else the probe card's, else $MMFER_CLIP_* / the defaults."""
+def load_scene_classifier(clip_model: str | None = None, clip_pretrained: str | None = None,
+                          probe: str | Path | None = None, prompts: str | Path | None = None,
+                          device: str = "auto", local_only: bool = False) -> SceneClassifier:
+    """CLIP weights: the explicit arguments, else the probe card's, else $MMFER_CLIP_* / the defaults.
+    Raises SceneEncoderUnavailable (with what to do) and, for a bad probe folder, ProbeError."""
     default_model, default_pretrained = default_clip_spec()
     net = None
     if probe:
         net, card = load_probe(probe)
         default_model, default_pretrained = card["clip"]["model"], card["clip"]["pretrained"]
-    model, pretrained = model or default_model, pretrained or default_pretrained
+    model, pretrained = clip_model or default_model, clip_pretrained or default_pretrained
     enc = clip_encoder(model, pretrained, device, local_only)
     pretrained = enc.pretrained
     named = model if pretrained is None else f"{model}/{pretrained}"
@@ -186,17 +188,11 @@ def clip_encoder(model: str, pretrained: str | None, device: str = "auto", local
             "--clip-download (about 600 MB for ViT-B-32) or --clip-pretrained FILE") from None
 
 
-def load_scene_classifier(clip_model: str | None = None, clip_pretrained: str | None = None,
-                          probe: str | Path | None = None, prompts: str | Path | None = None,
-                          device: str = "auto", local_only: bool = False) -> SceneClassifier:
-    """Raises SceneEncoderUnavailable (with what to do) and, for a bad probe folder, ProbeError."""
-    return _scene(clip_model, clip_pretrained, probe, prompts, device, local_only)
-
 
 def _scene_branch(spec: str | None, backend: str, clip_pretrained: str | None = None,
                   probe: str | Path | None = None, prompts: str | Path | None = None, device: str = "auto",
                   local_only: bool = False, **_: Any) -> SceneBranch:
-    return SceneBranch(_scene(spec, clip_pretrained, probe, prompts, device, local_only), backend)
+    return SceneBranch(load_scene_classifier(spec, clip_pretrained, probe, prompts, device, local_only), backend)
 
 
 @register_branch("scene", "open_clip", "an open_clip model name (ViT-B-32) with --clip-pretrained (a tag or a "

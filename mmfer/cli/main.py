@@ -382,10 +382,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _expand_inputs(paths: list[str]) -> list[tuple[Path, str]]:
+def _expand_inputs(paths: list[str], probe: bool = True) -> list[tuple[Path, str]]:
     """(file, "image" | "audio") for explicit files and the image/audio/video files inside folders. Explicit
     files are routed by their content (a video counts as audio here: its audio track); folders are walked
-    by file name."""
+    by file name. ``probe=False``: explicit files are listed unread (kind "image"), for a caller that
+    routes them itself."""
     from mmfer.audio.io import is_audio_path
     from mmfer.io.images import IMAGE_SUFFIXES
     from mmfer.io.media import IMAGE, MediaError, media_kind
@@ -394,6 +395,9 @@ def _expand_inputs(paths: list[str]) -> list[tuple[Path, str]]:
     for item in paths:
         p = Path(item)
         if not p.is_dir():
+            if not probe:
+                out.append((p, IMAGE))
+                continue
             try:
                 kind = media_kind(p)
             except MediaError:  # missing, empty, not a regular file: the image reader names the problem
@@ -588,7 +592,7 @@ def cmd_scene(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     pipe = _pipeline(args)
-    inputs = _expand_inputs(args.paths)
+    inputs = _expand_inputs(args.paths, probe=False)  # pipe.analyze decides each file's kind as it opens it
     batch = _Batch()
     results = batch.results
     for path, _kind in inputs:

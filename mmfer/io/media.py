@@ -13,6 +13,7 @@ audio come from one demuxing pass), so each file is opened once per analysis.
 from __future__ import annotations
 
 import dataclasses
+import queue
 from pathlib import Path
 from typing import Any
 
@@ -166,14 +167,10 @@ class PacketFeed:
     """
 
     def __init__(self, maxsize: int = 256):
-        import queue
-
         self._q: queue.Queue[Any] = queue.Queue(maxsize)
         self._abandoned = False
 
     def put(self, packet: Any) -> None:
-        import queue
-
         while not self._abandoned:
             try:
                 self._q.put(packet, timeout=0.1)

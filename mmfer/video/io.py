@@ -93,6 +93,7 @@ class VideoReader:
         self._container = media.container if media is not None else None
         self._audio_sink = audio_sink if self._container is not None else None
         self._passes = 0
+        self._complete = False  # every packet demuxed (so no audio packet is left for the sink)
         with self._opened() as c:
             if not c.streams.video:
                 kinds = sorted({s.type for s in c.streams}) or ["no streams"]
@@ -122,7 +123,7 @@ class VideoReader:
     def finish_audio(self) -> None:
         """Hand the audio sink the packets a stopped frame loop (a frame cap, an error) did not reach."""
         c, sink = self._container, self._audio_sink
-        if sink is None or c is None or not c.streams.audio or getattr(self, "_complete", False):
+        if sink is None or c is None or not c.streams.audio or self._complete:
             return
         import av
 

@@ -173,9 +173,8 @@ def scan_faces(path: str | Path | VideoReader, recognizer: Any, sample_fps: floa
             probs, embs = recognizer.classify_crops(crops, embed=embed)
             j = 0
             for t, faces, cs in pending:
-                grey = [to_grey_crop(c) for c in cs]
                 per_frame[t] = [_FaceRow(f.box, probs[j + i], embs[j + i].astype(np.float16) if embed else None,
-                                         grey[i] if keep_crops else None) for i, f in enumerate(faces)]
+                                         to_grey_crop(cs[i]) if keep_crops else None) for i, f in enumerate(faces)]
                 j += len(cs)
         pending.clear()
 
