@@ -306,6 +306,30 @@ class SceneTrainCfg:
     probe: ProbeCfg = dataclasses.field(default_factory=ProbeCfg)
 
 
+@dataclasses.dataclass
+class FusionDataCfg:
+    """Paired held-out predictions to fit the fusion on."""
+
+    set: str = "ckplus"  # ckplus: the temporal head's LOSO predictions + the face CNN's clip averages | predictions
+    predictions: str | None = None  # set: predictions -> an .npz with y, subject, probs_<modality> (N, 7)
+    temporal_model: str = "video_bigru_ckplus"  # set: ckplus
+    face_model: str | None = None  # set: ckplus (None: the shipped face model)
+
+
+@dataclasses.dataclass
+class FusionTrainCfg:
+    """``mmfer train fusion``: per-modality weights and per-class offsets over the branches' outputs
+    (method: weights), checked by nested subject-disjoint CV; ``method: embedding_head`` configs are
+    read by :mod:`mmfer.training.train_fusion_head`."""
+
+    name: str = "fusion"
+    method: str = "weights"
+    modalities: list[str] = dataclasses.field(default_factory=lambda: ["face", "temporal"])
+    card: str | None = None  # the card whose calibration it starts from (None: the shipped one)
+    reg: float = 0.05  # pull towards the card's default weights (and zero offsets)
+    data: FusionDataCfg = dataclasses.field(default_factory=FusionDataCfg)
+
+
 def _check_type(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):

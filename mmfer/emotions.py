@@ -33,6 +33,10 @@ LABEL_SETS: dict[str, tuple[str, ...]] = {
                "Disconnection", "Disquietment", "Doubt/Confusion", "Embarrassment", "Engagement", "Esteem",
                "Excitement", "Fatigue", "Fear", "Happiness", "Pain", "Peace", "Pleasure", "Sadness", "Sensitivity",
                "Suffering", "Surprise", "Sympathy", "Yearning"),
+    # CREMA-D file-name codes <actor>_<sentence>_<EMO>_<intensity> (six emotions, no surprise)
+    "crema_d": ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD"),
+    # MELD *_sent_emo.csv Emotion column, in the order of the MELD paper
+    "meld": ("neutral", "joy", "sadness", "anger", "surprise", "fear", "disgust"),
 }
 
 #: Per source label -> canonical label, or None when the class has no counterpart.
@@ -80,6 +84,23 @@ MAPPINGS: dict[str, dict[str, str | None]] = {
         "Happiness": "happy",
         "Sadness": "sad",
         "Surprise": "surprise",
+    },
+    "crema_d": {
+        "ANG": "angry",
+        "DIS": "disgust",
+        "FEA": "fear",
+        "HAP": "happy",
+        "NEU": "neutral",
+        "SAD": "sad",
+    },
+    "meld": {
+        "neutral": "neutral",
+        "joy": "happy",
+        "sadness": "sad",
+        "anger": "angry",
+        "surprise": "surprise",
+        "fear": "fear",
+        "disgust": "disgust",
     },
     "ckplus": {
         "neutral": "neutral",

@@ -28,6 +28,7 @@ from mmfer.branches.base import Branch, BranchOutput
 from mmfer.branches.face import FaceBranch, largest
 from mmfer.branches.registry import create_branch
 from mmfer.core.errors import ModelLoadError
+from mmfer.core.offline import offline_mode
 from mmfer.emotions import EMOTIONS
 from mmfer.face.detect import FaceDetector
 from mmfer.fusion.late_fusion import MODALITIES, FusionResult, LateFusion, ModalityCal
@@ -151,8 +152,12 @@ class _AudioJob:
 class EmotionPipeline:
     """Face, temporal, audio and scene branches plus late fusion, loaded once and reused.
 
-    ``temporal=False`` / ``scene=False`` switch a branch off. CLIP is taken from local files or the
-    Hugging Face cache only, unless ``clip_download`` (a ViT-B-32 is ~600 MB).
+    ``temporal=False`` / ``scene=False`` switch a branch off. The scene branch's CLIP weights are
+    downloaded on first use (a ViT-B-32 is ~600 MB, announced in one line on stderr) into the Hugging
+    Face cache. ``offline=True`` forbids every download (CLIP, transformers checkpoints, the YuNet
+    detector): what is not cached is reported unavailable and the rest runs; None takes it from
+    ``MMFER_OFFLINE`` / ``HF_HUB_OFFLINE``. ``hf_offline`` is its old name; ``clip_download`` is
+    accepted for old scripts and changes nothing (downloading is the default).
     """
 
     def __init__(self, face_model: str | None = None, audio_model: str | None = None,
@@ -161,19 +166,23 @@ class EmotionPipeline:
                  clip_download: bool = False, fusion: str | Path | None = None, device: str = "auto",
                  detector: str = "auto", yunet_model: str | None = None, sample_fps: float = 10.0,
                  max_video_s: float | None = None, key_frames: int = 3, hf_offline: bool = False,
-                 trust_remote_code: bool = False, tta_flip: bool | None = None, scene_prompts: str | None = None):
+                 trust_remote_code: bool = False, tta_flip: bool | None = None, scene_prompts: str | None = None,
+                 offline: bool | None = None):
+        if offline is None:
+            offline = hf_offline or offline_mode()
+        hf_offline = hf_offline or offline  # transformers checkpoints: the local HF cache only
         self.opts = dict(face_model=face_model, audio_model=audio_model, temporal_model=temporal_model,
                          temporal=temporal, scene=scene, clip_model=clip_model, clip_pretrained=clip_pretrained,
                          scene_probe=scene_probe, clip_download=clip_download, device=device, detector=detector,
                          yunet_model=yunet_model, hf_offline=hf_offline, trust_remote_code=trust_remote_code,
-                         tta_flip=tta_flip, scene_prompts=scene_prompts)
+                         tta_flip=tta_flip, scene_prompts=scene_prompts, offline=offline)
         self.sample_fps, self.max_video_s, self.key_frames = sample_fps, max_video_s, key_frames
         self._fusion_arg = fusion
         self._slots: dict[str, BranchSlot] = {}
         self._detector: FaceDetector | None = None
         self._lock = threading.RLock()  # loading only; analysis runs unlocked
         self.fusion, self.fusion_source = self._load_fusion(fusion)
-        self.fusion_notes: tuple[str, ...] = ()
+        self.fusion_notes: tuple[str, ...] = self.fusion.notes
 
     # -- loading -----------------------------------------------------------------------------------
 
@@ -215,7 +224,8 @@ class EmotionPipeline:
                 if self._detector is None and face is not None and face.branch is not None:
                     self._detector = face.branch.detector
                 if self._detector is None:
-                    self._detector = FaceDetector(self.opts["detector"] or "auto", self.opts["yunet_model"])
+                    self._detector = FaceDetector(self.opts["detector"] or "auto", self.opts["yunet_model"],
+                                                  download=not self.opts["offline"])
         return self._detector
 
     def _load(self, name: str) -> BranchSlot:
@@ -224,7 +234,11 @@ class EmotionPipeline:
         o = self.opts
         if name == "face":  # the core: its errors propagate
             # the model first (a bad name is the error to report), the shared detector when it exists
-            b = create_branch("face", o["face_model"], detector=self._detector or o["detector"], device=o["device"],
+            det = self._detector or o["detector"]
+            if o["offline"] and not offline_mode() and not isinstance(det, FaceDetector):
+                # offline by argument only: the recogniser's own detector would download YuNet
+                det = self._detector = FaceDetector(det or "auto", o["yunet_model"], download=False)
+            b = create_branch("face", o["face_model"], detector=det, device=o["device"],
                               yunet_model=o["yunet_model"], tta_flip=o["tta_flip"], local_files_only=o["hf_offline"],
                               trust_remote_code=o["trust_remote_code"])
             self._align_fusion("face", b)
@@ -238,10 +252,11 @@ class EmotionPipeline:
                 self._align_fusion("audio", b)
             elif name == "temporal":
                 b = create_branch("temporal", o["temporal_model"], face=self.slot("face").branch)
+                self._align_fusion("temporal", b)
             else:
                 b = create_branch("scene", o["clip_model"], clip_pretrained=o["clip_pretrained"],
                                   probe=o["scene_probe"], prompts=o["scene_prompts"], device=o["device"],
-                                  local_only=not o["clip_download"])
+                                  local_only=o["offline"])
         except (ModelLoadError, SceneEncoderUnavailable, ProbeError) as exc:
             log.info("%s branch unavailable: %s", name, exc)
             return BranchSlot(name, reason=str(exc))
@@ -260,7 +275,9 @@ class EmotionPipeline:
         uncalibrated = ModalityCal(weight=cal.weight, known=known, model=name, calibration={
             "source": f"none: the fusion card is calibrated for {cal.model}"})
         mods = {**self.fusion.modalities, modality: uncalibrated}
-        self.fusion = LateFusion(mods, self.fusion.name)
+        # weights fitted with the card's model do not carry over to another one
+        rules = tuple(r for r in self.fusion.rules.values() if modality not in r.modalities)
+        self.fusion = self.fusion.replace(modalities=mods, rules=rules)
         self.fusion_notes = (*self.fusion_notes, f"fusion: the {modality} model {name} enters uncalibrated "
                              f"(temperature 1, uniform prior); the card was fitted for {cal.model} "
                              f"(mmfer calibrate --{modality}-model)")
@@ -303,8 +320,10 @@ class EmotionPipeline:
             s = self.slot(m)
             out[m] = {"name": m, "model": s.model, "available": s.available, "reason": s.reason,
                       "backend": None if s.branch is None else s.branch.backend}
+        rules = [f"fitted {'+'.join(r.modalities)}: {r.verdict}" for r in self.fusion.rules.values()]
+        groups = [f"{'+'.join(g.members)} share evidence ({g.name}): counted once" for g in self.fusion.groups]
         out["fusion"] = {"name": self.fusion.name, "available": True, "model": self.fusion_source, "reason": None,
-                         "backend": "mmfer", "notes": list(self.fusion_notes)}
+                         "backend": "mmfer", "notes": [*self.fusion_notes, *groups, *rules]}
         return out
 
     # -- analysis ----------------------------------------------------------------------------------

@@ -16,6 +16,10 @@ import pytest
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="mmfer-test-hf-")
 os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
 os.environ.pop("HF_HUB_OFFLINE", None)
+# mmfer downloads on first use (CLIP, checkpoints, YuNet): offline for the whole session, subprocesses
+# included; a test of a download unsets it (monkeypatch) and serves the files from 127.0.0.1 itself.
+os.environ["MMFER_OFFLINE"] = "1"
+os.environ.pop("MMFER_HF_ENDPOINT", None)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MMFER_SHARED", REPO.parent / "shared"))

@@ -45,20 +45,30 @@ def test_ablate_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
         args += ["--data-root", str(SHARED_DATA)]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "ckplus: face" in out and "face+temporal" in out
+    assert "ckplus (27): face only" in out and "best single temporal" in out
     rows = list(csv.DictReader(open(tmp_path / "ablation.csv")))
     ck = {r["modalities"]: r for r in rows if r["set"] == "ckplus"}
-    assert set(ck) == {"face", "temporal", "face+temporal"} and all(r["n"] == "27" for r in ck.values())
+    assert set(ck) == {"face", "temporal", "face+temporal", "face+temporal fitted"}
+    assert all(r["n"] == "27" for r in ck.values()) and ck["face+temporal fitted"]["kind"] == "fitted (nested CV)"
     assert float(ck["face"]["delta_accuracy_vs_face"]) == 0.0
     delta = float(ck["face+temporal"]["accuracy"]) - float(ck["face"]["accuracy"])
     assert float(ck["face+temporal"]["delta_accuracy_vs_face"]) == pytest.approx(delta)
+    # the default rule counts the face CNN once: face+temporal is the temporal head's answer
+    assert ck["face+temporal"]["accuracy"] == ck["temporal"]["accuracy"]
+    for r in ck.values():  # 95% bootstrap interval around each accuracy
+        assert float(r["ci_low"]) <= float(r["accuracy"]) <= float(r["ci_high"])
     rav = [r for r in rows if r["set"] == "ravdess"]
     assert len(rav) == 1 and rav[0]["modalities"] == "audio" and rav[0]["delta_accuracy_vs_face"] == ""
     md = (tmp_path / "ablation.md").read_text()
-    assert "Δ vs face-only" in md and "the CK+ clips are silent" in md
+    assert md.index("| set | n | face only | best single | fused |") < md.index("## ckplus")  # the first table
+    assert "Δ vs face-only" in md and "the CK+ clips are silent" in md and "McNemar" in md
     assert (tmp_path / "ablation.png").stat().st_size > 10_000
     doc = json.loads((tmp_path / "ablation.json").read_text())
     assert {c["modality"] for c in doc["calibration"] if c["set"] == "ckplus"} == {"face", "temporal"}
+    head = {h["set"]: h for h in doc["headline"]}
+    assert head["ravdess"]["fused"]["accuracy"] == head["ravdess"]["best_single"]["accuracy"]  # audio unchanged
+    assert head["ckplus"]["fused"]["modalities"] == "face+temporal fitted"
+    assert 0 <= head["ckplus"]["mcnemar"]["p"] <= 1
     if FER_CSV.is_file():
         fer = [r for r in rows if r["set"] == "fer2013"]
         assert [r["modalities"] for r in fer] == ["face"] and fer[0]["n"] == "300"

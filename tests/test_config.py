@@ -59,10 +59,16 @@ ALL_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.y
 
 @pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: p.name)
 def test_every_recipe_validates_against_its_schema(path):
-    from mmfer.config import AudioTrainCfg, SceneTrainCfg, VideoTrainCfg
+    from mmfer.config import AudioTrainCfg, FusionTrainCfg, SceneTrainCfg, VideoTrainCfg, read_yaml
 
-    cls = {"face": FaceTrainCfg, "audio": AudioTrainCfg, "video": VideoTrainCfg, "scene": SceneTrainCfg}[
-        path.name.split("_")[0]]
+    kind = path.name.split("_")[0]
+    if kind == "fusion" and read_yaml(path).get("method") == "embedding_head":  # the other fusion schema
+        from mmfer.training.train_fusion_head import HeadTrainCfg, fusion_config
+
+        assert isinstance(fusion_config(path), HeadTrainCfg)
+        return
+    cls = {"face": FaceTrainCfg, "audio": AudioTrainCfg, "video": VideoTrainCfg, "scene": SceneTrainCfg,
+           "fusion": FusionTrainCfg}[kind]
     cfg = load_config(path, cls)
     assert isinstance(cfg, cls) and to_dict(cfg)["name"]
 

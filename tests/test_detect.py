@@ -267,6 +267,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for var in ("no_proxy", "NO_PROXY"):
         monkeypatch.setenv(var, "127.0.0.1,localhost")
     monkeypatch.setattr(det_mod, "_failed_downloads", {})
+    monkeypatch.delenv("MMFER_OFFLINE", raising=False)  # conftest's offline mode forbids these downloads
     return tmp_path / "cache" / "models" / "yunet"
 
 

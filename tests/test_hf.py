@@ -339,12 +339,13 @@ def test_bad_checkpoints_get_one_line_messages(tiny: dict[str, Path], tmp_path: 
         assert "\n" not in str(exc.value)
 
 
-def test_unreachable_hub_and_empty_cache_say_what_was_tried() -> None:
+def test_unreachable_hub_and_empty_cache_say_what_was_tried(monkeypatch: pytest.MonkeyPatch) -> None:
     # conftest points HF_ENDPOINT at a closed local port and HF_HOME at an empty folder
+    monkeypatch.delenv("MMFER_OFFLINE")  # (and turns offline mode on, which would skip the hub)
     with pytest.raises(HFModelError, match="tried the Hugging Face hub: unreachable.*the local Hugging Face cache: "
                                            "not cached"):
         resolve(parse_spec("someone/emotion-model"))
-    with pytest.raises(HFModelError, match="not cached.*drop --hf-offline"):
+    with pytest.raises(HFModelError, match="not cached.*drop --offline / --hf-offline"):
         resolve(parse_spec("someone/emotion-model", local_files_only=True))
 
 
@@ -362,8 +363,11 @@ def _put_in_hf_cache(src: Path, repo: str) -> None:
     assert os.environ["HF_HOME"] in str(folder)
 
 
-def test_cached_hub_checkpoints_load_offline_and_when_the_hub_is_unreachable(tiny: dict[str, Path]) -> None:
+def test_cached_hub_checkpoints_load_offline_and_when_the_hub_is_unreachable(tiny: dict[str, Path],
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from mmfer.branches.loaders import load_face_recognizer
+
+    monkeypatch.delenv("MMFER_OFFLINE")  # online, with the hub unreachable (conftest's HF_ENDPOINT)
 
     _put_in_hf_cache(tiny["face"], "someone/tiny-fer-vit")
     offline = load_face_recognizer("someone/tiny-fer-vit", detector="haar", local_files_only=True)
@@ -398,6 +402,7 @@ def test_a_misspelt_hub_id_is_one_line_from_the_cli(tmp_path: Path) -> None:
     img = tmp_path / "face.png"
     cv2.imwrite(str(img), np.full((64, 64, 3), 128, np.uint8))
     env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}", "HF_HOME": str(tmp_path)}
+    env.pop("MMFER_OFFLINE")  # online: the hub (this server) is asked
     try:
         run = subprocess.run([sys.executable, "-m", "mmfer", "predict", str(img), "--face-model",
                               "trpakov/vit-face-expresion"], capture_output=True, text=True, env=env, timeout=300)

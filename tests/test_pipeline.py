@@ -38,7 +38,7 @@ def test_photo_without_clip_weights(pipe: EmotionPipeline) -> None:
     a = pipe.analyze(EXAMPLE_PHOTO)
     doc = json.loads(json.dumps(a.to_dict()))
     assert doc["kind"] == "image" and len(doc["faces"]) == 1 and list(doc["branches"]) == ["face"]
-    assert "downloading is off" in doc["skipped"]["scene"] and doc["skipped"]["audio"] == "not in a still image"
+    assert "unavailable offline" in doc["skipped"]["scene"] and doc["skipped"]["audio"] == "not in a still image"
     # With the face alone and no fusion card for other data, the fused result is the face's.
     assert doc["emotion"] == doc["faces"][0]["emotion"] == doc["branches"]["face"]["emotion"]
     _check_fused(doc)
@@ -100,7 +100,7 @@ def test_video_with_face_and_voice(pipe: EmotionPipeline, tmp_path: Path) -> Non
     a = pipe.analyze(path)
     doc = a.to_dict()
     assert doc["kind"] == "video" and set(doc["branches"]) == {"face", "temporal", "audio"}
-    assert "downloading is off" in doc["skipped"]["scene"]
+    assert "unavailable offline" in doc["skipped"]["scene"]
     assert doc["video"]["frames_used"] == 20 and doc["video"]["temporal"]["model"] == "video_bigru_ckplus"
     assert len(a.timeline.key_frames) == 3 and all(k.boxes for k in a.timeline.key_frames)
     _check_fused(doc)

@@ -25,7 +25,8 @@ from mmfer.audio.artifact import load_audio_model
 from mmfer.audio.feature_table import feature_matrix
 from mmfer.audio.features import FeatureExtractor, active_seconds
 from mmfer.audio.io import SAMPLE_RATE, AudioClip, AudioSource, AudioTooLong, iter_windows, load_audio
-from mmfer.audio.models import TIME_STRIDE
+from mmfer.audio.models import TIME_STRIDE, SpeechEmotionNet
+from mmfer.audio.speech_encoder import SpeechEncoderNet
 from mmfer.emotions import fold_to_canonical
 
 MIN_SPEECH_S = 0.5
@@ -92,21 +93,73 @@ class AudioEmotionRecognizer:
         probs, speech = self._classify(samples, [] if notes is None else notes)
         return probs, speech, None if probs is not None else SILENT
 
-    def _classify(self, samples: np.ndarray, notes: list[str]) -> tuple[np.ndarray | None, float]:
-        """A clip with sound -> probabilities over ``classes`` and its seconds of sound; subclasses append
-        what they notice (e.g. probability lost to unmapped labels) to this call's ``notes``."""
+    def _inputs(self, samples: np.ndarray) -> tuple[torch.Tensor | None, float]:
+        """A clip -> the model's input batch of one and its seconds of sound (None when nothing is left)."""
         if getattr(self.model, "takes_waveform", False):  # a transformers encoder (mmfer.audio.speech_encoder)
             x = torch.from_numpy(self.model.prepare(samples))[None, None].to(self.device)
-            probs = self.model(x).float().softmax(1)[0].cpu().numpy()
-            return probs, active_seconds(samples, self.cfg.features.silence_db)
+            return x, active_seconds(samples, self.cfg.features.silence_db)
         feats = self.features(samples)
         if feats.active_s <= 0:
             return None, 0.0
         x = feature_matrix(feats)[None].to(self.device)
         if x.shape[-1] < MIN_FRAMES:  # a click in a quiet clip trims to a few frames
             x = torch.nn.functional.pad(x, (0, MIN_FRAMES - x.shape[-1]), mode="replicate")
-        probs = self.model(x).float().softmax(1)[0].cpu().numpy()
-        return probs, feats.active_s
+        return x, feats.active_s
+
+    def _classify(self, samples: np.ndarray, notes: list[str]) -> tuple[np.ndarray | None, float]:
+        """A clip with sound -> probabilities over ``classes`` and its seconds of sound; subclasses append
+        what they notice (e.g. probability lost to unmapped labels) to this call's ``notes``."""
+        x, sound = self._inputs(samples)
+        if x is None:
+            return None, 0.0
+        return self.model(x).float().softmax(1)[0].cpu().numpy(), sound
+
+    # -- embeddings (for heads trained on top of this model, e.g. the embedding fusion head) -----------
+
+    @property
+    def embedding_dim(self) -> int | None:
+        """Size of :meth:`embed_samples` vectors; None when the model exposes no embedding."""
+        if isinstance(self.model, SpeechEmotionNet):
+            return int(self.model.cfg.embed_dim)
+        if isinstance(self.model, SpeechEncoderNet):
+            return int(self.model.dim)
+        return None
+
+    @torch.no_grad()
+    def _embed(self, samples: np.ndarray) -> tuple[np.ndarray | None, float]:
+        """One clip's penultimate embedding (what the classifier head reads) and its seconds of sound."""
+        if self.embedding_dim is None:
+            raise ValueError(f"audio model {self.card.get('name')}: exposes no embedding (only mmfer audio models "
+                             "and heads on a speech encoder do)")
+        if samples.size < MIN_CLIP_S * SAMPLE_RATE or float(np.abs(samples).max()) < SILENCE_PEAK:
+            return None, 0.0  # the same clips predict() refuses to score
+        x, sound = self._inputs(samples)
+        if x is None:
+            return None, 0.0
+        out = self.model.embed(x)
+        emb = out[0] if isinstance(out, tuple) else out  # the CRNN also returns its attention weights
+        return emb.float()[0].cpu().numpy(), sound
+
+    def embed_samples(self, samples: np.ndarray) -> np.ndarray | None:
+        """16 kHz mono samples -> (embedding_dim,) float32 embedding, or None when there is no sound to embed."""
+        return self._embed(np.asarray(samples, np.float32).reshape(-1))[0]
+
+    def embed_file(self, path: str | Path | AudioSource) -> np.ndarray | None:
+        """A file's (or a video's audio track's) embedding: whole when short, else the mean of its windows'
+        embeddings weighted by their seconds of sound (as :meth:`predict_file` weights probabilities).
+        None when nothing in it has sound; raises AudioLoadError for unusable files."""
+        src = path if isinstance(path, AudioSource) else AudioSource(path)
+        if isinstance(src.duration_s, float) and src.duration_s <= self.single_pass_s:
+            try:
+                return self.embed_samples(load_audio(src, max_seconds=2 * self.single_pass_s).samples)
+            except AudioTooLong:
+                src = AudioSource(src.path)
+        total, weight = None, 0.0
+        for w in iter_windows(src, self.window_s):
+            emb, sound = self._embed(w.samples)
+            if emb is not None and sound >= MIN_SPEECH_S / 2:
+                total, weight = (emb * sound, sound) if total is None else (total + emb * sound, weight + sound)
+        return None if total is None else (total / weight).astype(np.float32)
 
     def _result(self, source: str, probs: np.ndarray | None, duration: float, speech: float, notes: list[str],
                 windows: list[dict[str, Any]] | None = None, why: str | None = None,

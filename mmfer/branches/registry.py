@@ -31,7 +31,7 @@ from mmfer.face.predictor import FaceEmotionRecognizer
 from mmfer.hf.audio import HFAudioRecognizer
 from mmfer.hf.clip_scene import HFClipSceneEncoder
 from mmfer.hf.image import HFFaceRecognizer
-from mmfer.scene.clip_encoder import ClipSceneEncoder, SceneEncoderUnavailable, default_clip_spec
+from mmfer.scene.clip_encoder import ClipSceneEncoder, default_clip_spec
 from mmfer.scene.probe import load_probe
 from mmfer.scene.zero_shot import ZeroShotSceneClassifier
 from mmfer.video.artifact import DEFAULT_VIDEO_MODEL, check_face_model, load_video_model
@@ -150,8 +150,9 @@ def _temporal_mmfer(spec: str | Path | None, face: FaceBranch | None = None, **_
 
 def load_scene_classifier(clip_model: str | None = None, clip_pretrained: str | None = None,
                           probe: str | Path | None = None, prompts: str | Path | None = None,
-                          device: str = "auto", local_only: bool = False) -> SceneClassifier:
-    """CLIP weights: the explicit arguments, else the probe card's, else $MMFER_CLIP_* / the defaults.
+                          device: str = "auto", local_only: bool | None = None) -> SceneClassifier:
+    """CLIP weights: the explicit arguments, else the probe card's, else $MMFER_CLIP_* / the defaults;
+    downloaded on first use unless ``local_only`` (None: offline mode from the environment).
     Raises SceneEncoderUnavailable (with what to do) and, for a bad probe folder, ProbeError."""
     default_model, default_pretrained = default_clip_spec()
     net = None
@@ -173,25 +174,17 @@ def load_scene_classifier(clip_model: str | None = None, clip_pretrained: str | 
     return SceneClassifier(enc, ZeroShotSceneClassifier(enc, prompts).scores, f"{named} zero-shot", model, pretrained)
 
 
-def clip_encoder(model: str, pretrained: str | None, device: str = "auto", local_only: bool = False) -> Any:
-    """An open_clip encoder, or for ``hf:<id or dir>`` names the transformers CLIPModel backend."""
+def clip_encoder(model: str, pretrained: str | None, device: str = "auto", local_only: bool | None = None) -> Any:
+    """An open_clip encoder, or for ``hf:<id or dir>`` names the transformers CLIPModel backend; weights are
+    downloaded on first use unless ``local_only`` (None: offline mode from the environment)."""
     if backend_for("scene", model) == "transformers":
-        return HFClipSceneEncoder(model, device=device, local_only=local_only)
-    try:
-        return ClipSceneEncoder(model, pretrained, device=device, local_only=local_only)
-    except SceneEncoderUnavailable:
-        local = pretrained and Path(pretrained).expanduser().exists() or model.startswith("local-dir:")
-        if local or not local_only:
-            raise
-        raise SceneEncoderUnavailable(
-            f"no CLIP weights for {model} / {pretrained} in the local cache and downloading is off: pass "
-            "--clip-download (about 600 MB for ViT-B-32) or --clip-pretrained FILE") from None
-
+        return HFClipSceneEncoder(model, device=device, local_only=bool(local_only))  # parse_spec adds the env
+    return ClipSceneEncoder(model, pretrained, device=device, local_only=local_only)
 
 
 def _scene_branch(spec: str | None, backend: str, clip_pretrained: str | None = None,
                   probe: str | Path | None = None, prompts: str | Path | None = None, device: str = "auto",
-                  local_only: bool = False, **_: Any) -> SceneBranch:
+                  local_only: bool | None = None, **_: Any) -> SceneBranch:
     return SceneBranch(load_scene_classifier(spec, clip_pretrained, probe, prompts, device, local_only), backend)
 
 

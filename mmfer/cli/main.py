@@ -20,8 +20,8 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
 def _add_clip_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-model", default=None,
-                   help="open_clip model name or local-dir:/path, or hf:<hub id or folder> for a transformers "
-                        "CLIPModel (default: $MMFER_CLIP_MODEL, else ViT-B-32)")
+                   help="open_clip model name, hf-hub:org/repo or local-dir:/path, or hf:<hub id or folder> for a "
+                        "transformers CLIPModel (default: $MMFER_CLIP_MODEL, else ViT-B-32)")
     p.add_argument("--clip-pretrained", default=None, help="open_clip pretrained tag or a local checkpoint file "
                    "(default: $MMFER_CLIP_PRETRAINED, else laion2b_s34b_b79k)")
 
@@ -29,15 +29,25 @@ def _add_clip_options(p: argparse.ArgumentParser) -> None:
 _HF_MODEL = "a transformers checkpoint (hub id[@revision], hf:<id>, or a save_pretrained folder)"
 
 
+_OFFLINE_HELP = ("download nothing (CLIP weights, transformers checkpoints, the YuNet detector): use local caches "
+                 "only; what is not cached is reported unavailable and the rest runs (also MMFER_OFFLINE=1 or "
+                 "HF_HUB_OFFLINE=1; --hf-offline is its old name)")
+
+
+def _add_offline_option(p: argparse.ArgumentParser) -> None:
+    # SUPPRESS: not given after the command, `mmfer --offline <command>` (the top-level flag) still counts
+    p.add_argument("--offline", "--hf-offline", dest="offline", action="store_true", default=argparse.SUPPRESS,
+                   help=_OFFLINE_HELP)
+
+
 def _add_hf_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--hf-offline", action="store_true",
-                   help="transformers checkpoints: use the local Hugging Face cache only (also HF_HUB_OFFLINE=1)")
+    _add_offline_option(p)
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow transformers checkpoints that ship their own Python code (read it first)")
 
 
 def _hf_kw(args: argparse.Namespace) -> dict[str, bool]:
-    return {"local_files_only": bool(getattr(args, "hf_offline", False)),
+    return {"local_files_only": bool(getattr(args, "offline", False)),
             "trust_remote_code": bool(getattr(args, "trust_remote_code", False))}
 
 
@@ -51,7 +61,9 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-scene", action="store_true", help="skip the scene (CLIP) branch")
     _add_clip_options(p)
     p.add_argument("--scene-probe", help="a trained scene probe folder instead of zero-shot prompts")
-    p.add_argument("--clip-download", action="store_true", help="let open_clip download CLIP weights (~600 MB)")
+    p.add_argument("--clip-download", action="store_true",
+                   help="kept for old scripts; changes nothing: CLIP weights are downloaded on first use by default "
+                        "(~600 MB for ViT-B-32), --offline forbids it")
     p.add_argument("--fusion", help="fusion card (default: the shipped mmfer/weights/fusion/fusion.json)")
     p.add_argument("--detector", default="auto", choices=["auto", "yunet", "haar"])
     p.add_argument("--yunet-model", help="YuNet ONNX file (default: $MMFER_YUNET_MODEL, cache, download)")
@@ -68,7 +80,7 @@ def _pipeline(args: argparse.Namespace, **extra: object):  # noqa: ANN202 - Emot
                            clip_model=args.clip_model, clip_pretrained=args.clip_pretrained,
                            scene_probe=args.scene_probe, clip_download=args.clip_download, fusion=args.fusion,
                            device=args.device, detector=args.detector, yunet_model=args.yunet_model,
-                           sample_fps=args.fps, hf_offline=args.hf_offline,
+                           sample_fps=args.fps, offline=args.offline or None,
                            trust_remote_code=args.trust_remote_code, **extra)
 
 
@@ -83,16 +95,19 @@ def _add_data_root(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmfer", description="Multimodal emotion recognition.")
     parser.add_argument("--version", action="version", version=f"mmfer {_version()}")
+    parser.add_argument("--offline", action="store_true", help=_OFFLINE_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a model from a YAML config")
-    train.add_argument("modality", choices=["face", "audio", "video", "scene"])
-    train.add_argument("--config", required=True, help="configs/<modality>_*.yaml (scene: a CLIP probe recipe)")
+    train.add_argument("modality", choices=["face", "audio", "video", "scene", "fusion"])
+    train.add_argument("--config", required=True, help="configs/<modality>_*.yaml (scene: a CLIP probe recipe; "
+                       "fusion: fitted weights over branch predictions, or an embedding head)")
     train.add_argument("--out", help="run folder (default: runs/<config name>)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set trainer.epochs=5 (repeatable)")
     train.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
     train.add_argument("--fast-dev-run", action="store_true", help="one batch of train and val, no export")
+    _add_offline_option(train)
     _add_data_root(train)
 
     ev = sub.add_parser("eval", help="evaluate: face on a FER-2013 split; audio by actor-disjoint cross-validation "
@@ -154,12 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--yunet-model", help="YuNet ONNX file (default: $MMFER_YUNET_MODEL, cache, download)")
     sc.add_argument("--json", action="store_true", help="one JSON document on stdout")
     sc.add_argument("--device", default="auto")
+    _add_offline_option(sc)
 
     an = sub.add_parser("analyze", help="all branches that apply to each photo, audio clip or video, fused, with "
                                         "each modality's contribution")
     an.add_argument("paths", nargs="+", help="image, audio or video files and/or folders")
     _add_pipeline_options(an)
     an.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    an.add_argument("--fusion-head", metavar="DIR", help="also apply a trained embedding fusion head (mmfer train "
+                    "fusion with method: embedding_head) to each file, with its cross-validated verdict")
 
     ab = sub.add_parser("ablate", help="face-only vs fused and every modality combination on the labelled sets")
     ab.add_argument("--sets", default=",".join(("fer2013", "ckplus", "ravdess")),
@@ -213,11 +231,12 @@ def _usage_errors() -> tuple[type[Exception], ...]:
     from mmfer.config import ConfigError
     from mmfer.core.errors import ModelLoadError
     from mmfer.data.fer2013 import DatasetError
+    from mmfer.fusion.embedding_head import HeadError
     from mmfer.fusion.late_fusion import FusionError
     from mmfer.scene.clip_encoder import SceneEncoderUnavailable
     from mmfer.scene.probe import ProbeError
 
-    return ConfigError, DatasetError, ModelLoadError, SceneEncoderUnavailable, ProbeError, FusionError
+    return ConfigError, DatasetError, ModelLoadError, SceneEncoderUnavailable, ProbeError, FusionError, HeadError
 
 
 class _Batch:
@@ -267,6 +286,8 @@ def _load_cfg(args: argparse.Namespace, cls: type):  # noqa: ANN202 - an instanc
 def cmd_train(args: argparse.Namespace) -> int:
     if args.modality == "audio":
         return _train_audio(args)
+    if args.modality == "fusion":
+        return _train_fusion(args)
     if args.modality == "scene":
         from mmfer.config import SceneTrainCfg
         from mmfer.training.train_scene_probe import train_scene_probe
@@ -293,6 +314,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     if metrics:
         print(f"model written to {out / 'model'}; PublicTest accuracy {metrics['PublicTest']['accuracy']:.4f}")
         print(f"evaluate it: mmfer eval face --model {out / 'model'} --split PrivateTest --tta")
+    return EXIT_OK
+
+
+def _train_fusion(args: argparse.Namespace) -> int:
+    from mmfer.config import FusionTrainCfg, read_yaml
+
+    doc = read_yaml(args.config)
+    method = doc.get("method", "weights") if isinstance(doc, dict) else None
+    if method == "embedding_head":
+        from mmfer.training.train_fusion_head import train_fusion_head
+
+        name = doc.get("name", Path(args.config).stem)
+        out = Path(args.out) if args.out else Path("runs") / str(name)
+        result = train_fusion_head(doc, out, data_root=args.data_root)
+        print(json.dumps(result, indent=2, default=str))
+        return EXIT_OK
+    from mmfer.training.train_fusion import train_fusion
+
+    cfg = _load_cfg(args, FusionTrainCfg)
+    out = Path(args.out) if args.out else Path("runs") / cfg.name
+    path, rule = train_fusion(cfg, out)
+    s = rule.scores
+    singles = ", ".join(f"{m} {100 * a:.1f}%" for m, a in s["single_accuracy"].items())
+    print(f"{'+'.join(rule.modalities)} on {rule.data} ({s['n']} samples, {s['folds']})")
+    print(f"  single branches: {singles}; fitted fusion, cross-validated: {100 * s['fused_cv_accuracy']:.1f}%; "
+          f"the whole procedure, nested CV: {100 * s['nested_accuracy']:.1f}%")
+    print(f"  verdict: {rule.verdict}")
+    print(f"fusion card written to {path} (report beside it); mmfer predict/analyze --fusion {path} uses it")
     return EXIT_OK
 
 
@@ -423,7 +472,7 @@ def _command_pipeline(args: argparse.Namespace, **kw: object):  # noqa: ANN202 -
 
     opts: dict = {"face_model": getattr(args, "model", None), "audio_model": getattr(args, "audio_model", None),
                   "detector": getattr(args, "detector", "auto"), "yunet_model": getattr(args, "yunet_model", None),
-                  "device": getattr(args, "device", "auto"), "hf_offline": bool(getattr(args, "hf_offline", False)),
+                  "device": getattr(args, "device", "auto"), "offline": getattr(args, "offline", False) or None,
                   "trust_remote_code": bool(getattr(args, "trust_remote_code", False))}
     return EmotionPipeline(**{**opts, **kw})
 
@@ -555,7 +604,7 @@ def cmd_scene(args: argparse.Namespace) -> int:
     from mmfer.io.images import IMAGE_SUFFIXES, load_image
 
     pipe = _command_pipeline(args, temporal=False, clip_model=args.clip_model, clip_pretrained=args.clip_pretrained,
-                             scene_probe=args.probe, scene_prompts=args.prompts, clip_download=True)
+                             scene_probe=args.probe, scene_prompts=args.prompts)
     scene = pipe.require("scene")
     files = [f for item in args.paths for f in (sorted(q for q in Path(item).rglob("*")
              if q.suffix.lower() in IMAGE_SUFFIXES) if Path(item).is_dir() else [Path(item)])]
@@ -591,6 +640,11 @@ def cmd_scene(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    head = None
+    if args.fusion_head:
+        from mmfer.fusion.embedding_head import EmbeddingHead
+
+        head = EmbeddingHead.load(args.fusion_head)  # a bad folder is the error to report, before any work
     pipe = _pipeline(args)
     inputs = _expand_inputs(args.paths, probe=False)  # pipe.analyze decides each file's kind as it opens it
     batch = _Batch()
@@ -604,12 +658,31 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         results.append(a.to_dict())
         if not args.json:
             _print_analysis(a)
+        if head is not None:
+            _apply_head(head, path, pipe, results[-1], args.json)
     if not results:
         _err("no image, audio or video files found in " + ", ".join(args.paths))
         return EXIT_SOME_FAILED
     if args.json:
         print(json.dumps({"branches": pipe.status(), "results": results}, indent=2))
     return batch.exit_code
+
+
+def _apply_head(head: object, path: str, pipe: object, doc: dict, quiet: bool) -> None:
+    from mmfer.training.train_fusion_head import predict_file
+
+    verdict = head.card.get("verdict", {})  # type: ignore[attr-defined]
+    try:
+        pred = predict_file(head, path, pipe)
+    except (ValueError, RuntimeError, OSError) as exc:  # HeadError, DatasetError, unreadable: reported per file
+        doc["fusion_head"] = {"error": str(exc)}
+        if not quiet:
+            print(f"    fusion head: not applied ({exc})")
+        return
+    doc["fusion_head"] = {**pred.to_dict(), "verdict": verdict}
+    if not quiet:
+        print(f"    fusion head -> {pred.emotion} ({pred.probabilities.max():.2f}) from {', '.join(pred.present)}; "
+              f"{verdict.get('reason', 'no verdict')}")
 
 
 def _print_analysis(a) -> None:  # noqa: ANN001 (Analysis, imported lazily)
@@ -622,6 +695,9 @@ def _print_analysis(a) -> None:  # noqa: ANN001 (Analysis, imported lazily)
           + ", ".join(f"{m} {d['branches'][m]['emotion']}" for m in f["modalities"]))
     pushes = ", ".join(f"{m} {v:+.2f}" for m, v in f["push_to_winner"].items())
     print(f"    push towards {f['emotion']} (log-odds vs the average class): {pushes}")
+    print("    weights: " + ", ".join(f"{m} {w:.2f}" for m, w in f["weights"].items()) + f"  ({f['rule']})")
+    for m, why in f["notes"].items():
+        print(f"    {m}: {why}")
     if a.kind == "image" and len(a.faces) > 1:
         for face in a.faces:
             print(f"    face {face['index'] + 1}: box {face['box']} -> face {face['emotion']}, "
@@ -666,10 +742,13 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         else:
             sets.append(ravdess_set(args.audio_model or "audio_crnn"))
     result = ablate(pipe.fusion, sets)
+    for h in result["headline"]:
+        face = "—" if h["face"] is None else f"{100 * h['face']['accuracy']:.1f}%"
+        best, fused = h["best_single"], h["fused"]
+        print(f"{h['set']} ({h['n']}): face only {face}; best single {best['modalities']} "
+              f"{100 * best['accuracy']:.1f}%; fused {fused['modalities']} {100 * fused['accuracy']:.1f}% "
+              f"(McNemar p {h['mcnemar']['p']:.3g})")
     paths = write_ablation(result, args.out)
-    for s in result["sets"]:
-        rows = [r for r in result["rows"] if r["set"] == s["name"]]
-        print(f"{s['name']}: " + "  ".join(f"{r['modalities']} {100 * r['accuracy']:.1f}%" for r in rows))
     for name, path in paths.items():
         print(f"  {name}: {path}")
     return EXIT_OK
@@ -677,12 +756,13 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from mmfer.pipeline import DEFAULT_FUSION
-    from mmfer.training.fit_fusion import build_fusion
+    from mmfer.training.fit_fusion import build_fusion, keep_fitted
 
     pipe = _command_pipeline(args, face_model=args.face_model, audio_model=args.audio_model, temporal=False,
                              scene=False, tta_flip=None)
     fusion = build_fusion(args.face_model, args.data_root, args.audio_model, args.temporal_model, pipeline=pipe,
                           **_hf_kw(args))
+    fusion, kept = keep_fitted(fusion, Path(args.out or DEFAULT_FUSION))
     path = fusion.save(args.out or DEFAULT_FUSION)
     for m, c in fusion.modalities.items():
         cal = c.calibration or {}
@@ -692,6 +772,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                   f"{cal.get('held_out_ece_after', 0):.4f}")
         else:
             print(f"{m:8s} T={c.temperature:.3f} weight={c.weight:g}  ({cal.get('source', 'uncalibrated')})")
+    for line in kept:
+        print(line)
     print(f"fusion card written to {path}")
     return EXIT_OK
 
@@ -731,8 +813,9 @@ def main(argv: list[str] | None = None, commands: Mapping[str, Callable[[argpars
     (``demo``: the Gradio app, an interface of its own); :func:`mmfer.__main__.main`, the ``mmfer``
     entry point, passes them, so this module never imports the demo."""
     args = build_parser().parse_args(argv)
-    if getattr(args, "hf_offline", False):
-        os.environ["HF_HUB_OFFLINE"] = "1"  # huggingface_hub itself never reaches out either
+    args.hf_offline = args.offline  # the old name, for handlers that still read it
+    if args.offline:  # every download, in this process and its children (huggingface_hub itself too)
+        os.environ["MMFER_OFFLINE"] = os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.basicConfig(format="mmfer: %(message)s", level=logging.WARNING)  # e.g. the detector's fallback note
 

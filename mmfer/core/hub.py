@@ -3,8 +3,9 @@
 A model is named by a hub id with an optional revision (``org/name``, ``org/name@v1.0``, or with
 an explicit ``hf:`` prefix) or by a local directory written by ``save_pretrained``. The rules:
 
-* **Offline first when asked.** ``local_files_only`` (``--hf-offline``, or ``HF_HUB_OFFLINE=1``)
-  uses the local Hugging Face cache only. Without it the hub is asked, and when the hub cannot be
+* **Offline first when asked.** ``local_files_only`` (``--offline`` / ``--hf-offline``, or
+  ``MMFER_OFFLINE=1`` / ``HF_HUB_OFFLINE=1``: :func:`mmfer.core.offline.offline_mode`) uses the local
+  Hugging Face cache only, with no network connection. Without it the hub is asked, and when the hub cannot be
   reached the cache is tried before giving up.
 * **Safetensors only.** Weights are loaded with ``use_safetensors=True``: a checkpoint that only
   has pickled ``pytorch_model.bin`` weights is refused, because unpickling runs code.
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mmfer.core.errors import ModelLoadError
+from mmfer.core.offline import hub_endpoint, offline_mode
 from mmfer.paths import WEIGHTS_DIR
 
 HF_PREFIX = "hf:"
@@ -53,7 +55,7 @@ class HFSpec:
 
 
 def _offline_env() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return offline_mode()
 
 
 def is_hf_spec(name: str | Path | None) -> bool:
@@ -134,9 +136,7 @@ def _hub_unreachable(timeout: float = 3.0) -> str | None:
     import socket
     from urllib.parse import urlparse
 
-    from huggingface_hub import constants
-
-    endpoint = constants.ENDPOINT
+    endpoint = hub_endpoint()
     if endpoint not in _PROBE:
         proxied = any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy",
                                                   "ALL_PROXY", "all_proxy"))
@@ -160,7 +160,8 @@ def _unreachable(exc: BaseException) -> str:
 def _fetch(spec: HFSpec, filename: str, local_files_only: bool) -> str:
     from huggingface_hub import hf_hub_download
 
-    return hf_hub_download(spec.source, filename, revision=spec.revision, local_files_only=local_files_only)
+    return hf_hub_download(spec.source, filename, revision=spec.revision, local_files_only=local_files_only,
+                           endpoint=hub_endpoint())
 
 
 def resolve(spec: HFSpec) -> tuple[dict[str, Any], HFSpec]:
@@ -219,7 +220,8 @@ def resolve(spec: HFSpec) -> tuple[dict[str, Any], HFSpec]:
                     raise HFModelError(f"{spec.label}: {_one_line(exc)}") from None
                 tried.append(f"{where}: unreachable ({_one_line(exc)})")
         if not config_path:
-            hint = " (offline: drop --hf-offline / HF_HUB_OFFLINE to download)" if spec.local_files_only else ""
+            hint = (" (offline: drop --offline / --hf-offline and unset MMFER_OFFLINE / HF_HUB_OFFLINE to download)"
+                    if spec.local_files_only else "")
             raise HFModelError(f"{spec.label}: not found; tried " + "; ".join(tried) + hint)
     try:
         config = json.loads(Path(config_path).read_text())

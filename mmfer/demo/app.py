@@ -68,6 +68,10 @@ def _summary(doc: dict[str, Any]) -> str:
         f = doc["fused"]
         lines.append(f"**Fused: {f['emotion']}** ({f['probabilities'][f['emotion']]:.0%}) from "
                      + ", ".join(f"{m} ({doc['branches'][m]['emotion']})" for m in f["modalities"]))
+        lines.append("- fusion weights: " + ", ".join(f"{m} {w:.2f}" for m, w in f.get("weights", {}).items())
+                     + f" ({f.get('rule', 'default')})")
+        for m, why in f.get("notes", {}).items():
+            lines.append(f"- {m}: {why}")
     else:
         lines.append("**No prediction**: no branch could read this input.")
     for m, why in doc.get("skipped", {}).items():

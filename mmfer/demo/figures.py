@@ -78,12 +78,16 @@ def contribution_chart(fused: dict[str, Any]) -> Figure:
     a1.set_title(f"fused: {fused['emotion']}")
     terms = dict(fused["contributions"])
     terms["prior"] = fused["prior"]["log_prior"]
+    if "offsets" in fused:  # a fitted rule's per-class offsets: part of the exact sum
+        terms["offsets"] = fused["offsets"]
+    weights, notes = fused.get("weights", {}), fused.get("notes", {})
     n = len(terms)
     y = np.arange(len(EMOTIONS))
     for i, (m, c) in enumerate(terms.items()):
         v = np.array([c[e] for e in EMOTIONS])
-        a2.barh(y + (i - (n - 1) / 2) * 0.8 / n, v - v.mean(), 0.8 / n, label=m,
-                color=MODALITY_COLOURS.get(m, None))
+        label = m if m not in weights else f"{m} (weight {weights[m]:.2f}{', left out' if weights[m] == 0 else ''})"
+        a2.barh(y + (i - (n - 1) / 2) * 0.8 / n, v - v.mean(), 0.8 / n, label=label,
+                color=MODALITY_COLOURS.get(m, None), hatch="//" if m in notes else None)
     a2.set_yticks(y, EMOTIONS)
     a2.invert_yaxis()
     a2.axvline(0, color="k", lw=0.8)

@@ -3,9 +3,9 @@
 YuNet (Wu et al., libfacedetection) is a 75k-parameter CNN that gives boxes, scores and five
 landmarks; it is far more accurate than the Haar cascade and, at 640 px, faster too. Its ONNX file
 is not in opencv-python, so it is looked up in this order: an explicit path, ``$MMFER_YUNET_MODEL``,
-the user cache, then a one-time download from the OpenCV Zoo (verified before it is cached). When
-none of that works, ``backend="auto"`` falls back to the Haar cascade that ships with OpenCV and
-says why in :attr:`FaceDetector.fallback_reason`.
+the user cache, then a one-time download from the OpenCV Zoo (verified before it is cached; never
+offline: ``--offline`` / ``MMFER_OFFLINE=1``). When none of that works, ``backend="auto"`` falls back
+to the Haar cascade that ships with OpenCV and says why in :attr:`FaceDetector.fallback_reason`.
 
 Example:
     >>> det = FaceDetector()                       # YuNet if possible, else Haar
@@ -30,6 +30,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from mmfer.core.offline import OFFLINE_HOW, offline_mode
 from mmfer.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,8 @@ def _one_line(e: object) -> str:
 
 def yunet_model_path(model_path: str | Path | None = None, download: bool = True) -> Path | None:
     """The YuNet ONNX file to use, or None: ``model_path``, ``$MMFER_YUNET_MODEL``, the cached file,
-    or (``download=True``) a fresh verified download into the cache."""
+    or (``download=True`` and not offline, :func:`~mmfer.core.offline.offline_mode`) a fresh verified
+    download into the cache."""
     return _find_yunet(model_path, download)[0]
 
 
@@ -121,6 +123,8 @@ def _find_yunet(model_path: str | Path | None, download: bool) -> tuple[Path | N
         return cached, ""
     if not download:
         return None, f"no YuNet model (none given, none in {cached.parent}, download disabled)"
+    if offline_mode():
+        return None, f"no YuNet model (none given, none in {cached.parent}; offline: {OFFLINE_HOW})"
     url = os.environ.get("MMFER_YUNET_URL") or YUNET_URL
     try:
         return download_yunet(url, cached), ""

@@ -22,7 +22,7 @@ from mmfer.data.fer2013 import load_fer2013
 from mmfer.emotions import EMOTIONS
 from mmfer.evaluation.face_eval import face_model_probs
 from mmfer.fusion.calibration import apply_temperature, calibrate, expected_calibration_error
-from mmfer.fusion.late_fusion import LateFusion, ModalityCal, class_prior
+from mmfer.fusion.late_fusion import FusionError, LateFusion, ModalityCal, class_prior
 from mmfer.fusion.oof import (  # noqa: F401 - re-exported: they lived in mmfer.fusion.build
     audio_calibration,
     cross_fitted,
@@ -80,3 +80,26 @@ def build_fusion(face_model: str | None = None, data_root: str | None = None, au
             "source": "none: no CLIP weights or context validation data where this card was built; "
                       "zero-shot scores enter at half weight"}, model="CLIP zero-shot"),
     }, name="fusion")
+
+
+def keep_fitted(fusion: LateFusion, previous: Path) -> tuple[LateFusion, list[str]]:
+    """The new calibration with the shared-evidence groups and fitted rules of the card it replaces, where
+    every branch a rule covers is still the same model (fitted weights act at temperature 1, so a new
+    temperature does not invalidate them); lines saying what was kept or dropped."""
+    if not previous.is_file():
+        return fusion, []
+    try:
+        old = LateFusion.load(previous)
+    except FusionError as exc:
+        return fusion, [f"the previous card was not read ({exc}); no fitted rules kept"]
+    kept, lines = [], []
+    for rule in old.rules.values():
+        changed = [m for m in rule.modalities if m not in fusion.modalities
+                   or fusion.modalities[m].model != old.modalities.get(m, ModalityCal()).model]
+        name = "+".join(rule.modalities)
+        if changed:
+            lines.append(f"fitted {name}: dropped ({', '.join(changed)} changed model); refit: mmfer train fusion")
+        else:
+            kept.append(rule)
+            lines.append(f"fitted {name}: kept ({rule.verdict})")
+    return fusion.replace(groups=old.groups, rules=tuple(kept)), lines
