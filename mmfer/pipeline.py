@@ -212,7 +212,9 @@ class EmotionPipeline:
         """The loaded ``name`` branch; ModelLoadError (saying why) when it is unavailable."""
         s = self.slot(name)
         if s.branch is None:
-            raise ModelLoadError(f"{name} branch unavailable: {s.reason}")
+            reason = s.reason or "unavailable"
+            raise ModelLoadError(f"{name} branch {reason}" if reason.startswith("unavailable") else
+                                 f"{name} branch unavailable: {reason}")
         return s.branch
 
     @property

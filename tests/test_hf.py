@@ -454,3 +454,17 @@ def test_without_transformers_installed_the_message_says_how_to_get_it(tiny: dic
 
     with pytest.raises(HFModelError, match=r"pip install 'mmfer\[hf\]'"):
         load_face_recognizer(tiny["face"])
+
+
+def test_a_refused_connection_through_the_hub_client_counts_as_unreachable() -> None:
+    """huggingface_hub 2.x raises httpx2's errors: an unreachable hub must read as 'unreachable' (then the
+    cache is tried), not as a broken checkpoint."""
+    from mmfer.core.hub import _is_network_error
+
+    client = pytest.importorskip("httpx2")
+    try:
+        client.get("http://127.0.0.1:9/", timeout=1)  # the discard port: nothing listens
+    except Exception as exc:  # noqa: BLE001 - whatever the client raises for a refused connection
+        refused = exc
+    assert _is_network_error(refused)
+    assert not _is_network_error(ValueError("bad config"))

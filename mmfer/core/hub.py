@@ -107,12 +107,11 @@ def _is_network_error(exc: BaseException) -> bool:
     from huggingface_hub.errors import OfflineModeIsEnabled
 
     kinds: list[type] = [OfflineModeIsEnabled, ConnectionError, TimeoutError]
-    try:  # huggingface_hub >= 1.0 talks through httpx, older versions through requests
-        import httpx
-
-        kinds.append(httpx.TransportError)
-    except ImportError:
-        pass
+    for module in ("httpx2", "httpx"):  # huggingface_hub 2.x talks through httpx2, 1.x httpx, older requests
+        try:
+            kinds.append(__import__(module).TransportError)
+        except (ImportError, AttributeError):
+            pass
     try:
         import requests
 
