@@ -218,6 +218,16 @@ class AudioDataCfg:
     gain_db: tuple[float, float] = (-6.0, 6.0)
     max_frames: int = 300  # random crop for training (time shift); evaluation sees whole clips
     max_seconds: float = 6.0  # the same for waveform models (hf_encoder trained on input values)
+    # several corpora at once (ravdess, emovo, casia; mmfer.data.speech_corpora), instead of ``dataset``;
+    # classes a corpus lacks are masked out of its clips' loss, not counted as negatives
+    corpora: list[str] | None = None
+    corpus_weights: list[float] | None = None  # sampling weight of each corpus (None: every clip alike)
+    # channel robustness (mmfer.audio.augment.robust_perturb), applied to the augmented copies; 0 = off
+    reverb_prob: float = 0.0
+    band_prob: float = 0.0
+    telephone_prob: float = 0.0
+    codec_prob: float = 0.0
+    level_prob: float = 0.0
 
 
 @dataclasses.dataclass

@@ -37,6 +37,10 @@ LABEL_SETS: dict[str, tuple[str, ...]] = {
     "crema_d": ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD"),
     # MELD *_sent_emo.csv Emotion column, in the order of the MELD paper
     "meld": ("neutral", "joy", "sadness", "anger", "surprise", "fear", "disgust"),
+    # EMOVO file-name codes <emo>-<speaker>-<sentence> (Italian), alphabetical as the codes sort
+    "emovo": ("dis", "gio", "neu", "pau", "rab", "sor", "tri"),
+    # CASIA public part, emotion folder names <speaker>/<emotion>/<201-250>, alphabetical (no disgust)
+    "casia": ("angry", "fear", "happy", "neutral", "sad", "surprise"),
 }
 
 #: Per source label -> canonical label, or None when the class has no counterpart.
@@ -101,6 +105,24 @@ MAPPINGS: dict[str, dict[str, str | None]] = {
         "surprise": "surprise",
         "fear": "fear",
         "disgust": "disgust",
+    },
+    # Italian codes: disgusto, gioia, neutrale, paura, rabbia, sorpresa, tristezza
+    "emovo": {
+        "dis": "disgust",
+        "gio": "happy",
+        "neu": "neutral",
+        "pau": "fear",
+        "rab": "angry",
+        "sor": "surprise",
+        "tri": "sad",
+    },
+    "casia": {
+        "angry": "angry",
+        "fear": "fear",
+        "happy": "happy",
+        "neutral": "neutral",
+        "sad": "sad",
+        "surprise": "surprise",
     },
     "ckplus": {
         "neutral": "neutral",

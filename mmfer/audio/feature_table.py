@@ -61,6 +61,9 @@ def _key(files: Sequence[Path], feat: AudioFeatureCfg, data: AudioDataCfg, varia
         st = f.stat()
         h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)};".encode())
     aug = {k: v for k, v in to_dict(data).items() if k in ("speeds", "noise_prob", "snr_db", "gain_db")}
+    robust = {k: v for k, v in to_dict(data).items() if k.endswith("_prob") and k != "noise_prob" and v}
+    if robust:  # keys of recipes without channel effects stay as they were (their caches stay valid)
+        aug["robust"] = robust
     h.update(json.dumps([TABLE_VERSION, to_dict(feat), aug, variants, seed, codec], sort_keys=True).encode())
     return h.hexdigest()[:16]
 

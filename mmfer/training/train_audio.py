@@ -37,8 +37,12 @@ log = logging.getLogger(__name__)
 class AudioCorpus:
     files: list[Path]
     labels: np.ndarray  # indices into the model's classes
-    speakers: np.ndarray  # actor numbers (RAVDESS) or -1 (folder data: no speaker information)
+    speakers: np.ndarray  # actor numbers (RAVDESS), speaker indices (several corpora), or -1 (no speaker information)
     table: FeatureTable
+    corpus: np.ndarray | None = None  # several corpora: each clip's corpus name
+    masks: np.ndarray | None = None  # several corpora: (N, K) the classes each clip's corpus labels
+    speaker_names: list[str] | None = None  # several corpora: "corpus/speaker" of each speaker index
+    items: list[Any] | None = None  # several corpora: the SpeechClip of each file
 
     @property
     def data_hash(self) -> str:
@@ -52,6 +56,8 @@ def load_corpus(cfg: AudioTrainCfg, use_cache: bool = True) -> AudioCorpus:
     """Files, labels and speakers of ``cfg.data``, with their (cached) feature table."""
     classes = audio_classes(cfg.model.num_classes)
     d = cfg.data
+    if d.corpora:
+        return _load_corpora(cfg, classes, use_cache)
     if d.dataset == "ravdess":
         items = find_ravdess(d.root, channel=("speech", "song") if d.include_song else "speech")
         pairs = [(it.path, it.label, it.actor) for it in items]
@@ -87,6 +93,49 @@ def load_corpus(cfg: AudioTrainCfg, use_cache: bool = True) -> AudioCorpus:
     return AudioCorpus(files, labels, speakers, table)
 
 
+def _load_corpora(cfg: AudioTrainCfg, classes: tuple[str, ...], use_cache: bool) -> AudioCorpus:
+    """Several speech corpora in one table; each clip keeps its corpus and the mask of the classes it labels."""
+    from mmfer.data.speech_corpora import class_mask, corpus_classes, load_speech_corpora
+
+    d = cfg.data
+    if d.actors is not None:
+        raise DatasetError("data.actors selects RAVDESS actors; with data.corpora every speaker is used")
+    if d.corpus_weights is not None and len(d.corpus_weights) != len(d.corpora or []):
+        raise DatasetError(f"data.corpus_weights has {len(d.corpus_weights)} values for {len(d.corpora or [])} corpora")
+    clips = load_speech_corpora(list(d.corpora or []), d.root)
+    unknown = sorted({c.label for c in clips} - set(classes))
+    if unknown:
+        raise DatasetError(f"labels {unknown} are not among the model's {len(classes)} classes {list(classes)}")
+    if d.limit_per_class is not None:
+        seen: dict[tuple[str, str], int] = {}
+        kept = []
+        for c in clips:  # per corpus and class, so a smoke run still sees every corpus
+            n = seen.get((c.corpus, c.label), 0)
+            if n < d.limit_per_class:
+                kept.append(c)
+                seen[(c.corpus, c.label)] = n + 1
+        clips = kept
+    names, speakers = np.unique([c.speaker_id for c in clips], return_inverse=True)
+    corpus = np.array([c.corpus for c in clips])
+    per_corpus = corpus_classes(clips)
+    masks = np.stack([class_mask(per_corpus[c], classes) for c in corpus])
+    files = [c.path for c in clips]
+    table = build_feature_table(files, cfg.features, d, seed=cfg.trainer.seed, use_cache=use_cache)
+    return AudioCorpus(files, np.array([classes.index(c.label) for c in clips]), speakers, table, corpus, masks,
+                       [str(n) for n in names], clips)
+
+
+def sample_weights(cfg: AudioTrainCfg, corpus: AudioCorpus, clips: np.ndarray) -> np.ndarray | None:
+    """Per-clip sampling weights giving each corpus its ``data.corpus_weights`` share (None: uniform)."""
+    w = cfg.data.corpus_weights
+    if w is None or corpus.corpus is None:
+        return None
+    share = dict(zip(cfg.data.corpora or [], w, strict=True))
+    names = corpus.corpus[clips]
+    counts = {n: int((names == n).sum()) for n in set(names)}
+    return np.array([share[n] / counts[n] for n in names], np.float64)
+
+
 def fit(cfg: AudioTrainCfg, corpus: AudioCorpus, train_clips: np.ndarray, out_dir: Path,
         val_clips: np.ndarray | None = None, resume: bool = True, fast_dev_run: bool = False) -> AudioClassifier:
     """Train for ``cfg.trainer.epochs`` (a checkpoint per epoch; resumes from ``out_dir``); returns the last epoch.
@@ -98,7 +147,8 @@ def fit(cfg: AudioTrainCfg, corpus: AudioCorpus, train_clips: np.ndarray, out_di
         torch.set_num_threads(t.threads)
     L.seed_everything(t.seed, workers=True)
     system = AudioClassifier(cfg)
-    dm = AudioDataModule(cfg, corpus.table, corpus.labels, train_clips, val_clips)
+    dm = AudioDataModule(cfg, corpus.table, corpus.labels, train_clips, val_clips, masks=corpus.masks,
+                         weights=sample_weights(cfg, corpus, np.asarray(train_clips)))
     ckpt = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="last", save_last=False, save_top_k=1,
                            every_n_epochs=1, enable_version_counter=False)
     trainer = L.Trainer(
@@ -170,6 +220,45 @@ def cross_validate(cfg: AudioTrainCfg, out_dir: str | Path, resume: bool = True,
             "probs": p_all, "fold": np.concatenate(fold_of), "test_folds": test_folds, "n_clips": len(corpus.files),
             "data_hash": corpus.data_hash,
             "config": to_dict(cfg)}
+
+
+def leave_one_corpus_out(cfg: AudioTrainCfg, out_dir: str | Path, resume: bool = True) -> dict[str, Any]:
+    """Train on all corpora but one and score the held-out one, on the classes both sides know (the
+    model's probabilities renormalised over them); once per corpus. No speaker or corpus is on both sides
+    (checked by :func:`mmfer.data.speech_corpora.leave_one_corpus_out`)."""
+    from mmfer.data.speech_corpora import LANGUAGES
+    from mmfer.data.speech_corpora import leave_one_corpus_out as loco_splits
+    from mmfer.evaluation.metrics import classification_report
+
+    corpus = load_corpus(cfg)
+    if corpus.items is None or len(set(corpus.corpus.tolist())) < 2:  # type: ignore[union-attr]
+        raise DatasetError("leave-one-corpus-out needs data.corpora with two or more corpora")
+    classes = audio_classes(cfg.model.num_classes)
+    out, rows = Path(out_dir), []
+    for split in loco_splits(corpus.items):
+        fdir = out / f"held_out_{split.held_out}"
+        pred_file = fdir / "predictions.npz"
+        shared = [classes.index(c) for c in split.shared_classes]
+        if resume and pred_file.is_file():
+            with np.load(pred_file) as z:
+                probs = z["probs"]
+        else:
+            started = time.time()
+            system = fit(cfg, corpus, np.asarray(split.train), fdir, resume=resume)
+            probs = predict_table(system.model, corpus.table, np.asarray(split.test))
+            fdir.mkdir(parents=True, exist_ok=True)
+            np.savez(pred_file, probs=probs, labels=corpus.labels[split.test], clips=np.asarray(split.test))
+            log.info("held out %s done in %.0f s", split.held_out, time.time() - started)
+        p = probs[:, shared]
+        p = p / np.clip(p.sum(1, keepdims=True), 1e-12, None)
+        y = np.array([shared.index(int(k)) for k in corpus.labels[split.test]])
+        rep = classification_report(y, p, tuple(split.shared_classes))
+        rows.append({"held_out": split.held_out, "language": LANGUAGES.get(split.held_out, "?"),
+                     "trained_on": sorted(set(corpus.corpus[split.train].tolist())),  # type: ignore[index]
+                     "classes": list(split.shared_classes), "n": int(len(y)), "accuracy": rep["accuracy"],
+                     "uar": rep["balanced_accuracy"], "macro_f1": rep["macro_f1"], "confusion": rep["confusion"]})
+        log.info("held out %s: accuracy %.4f UAR %.4f", split.held_out, rep["accuracy"], rep["balanced_accuracy"])
+    return {"loco": rows, "config": to_dict(cfg), "data_hash": corpus.data_hash}
 
 
 def train_audio(cfg: AudioTrainCfg, out_dir: str | Path, resume: bool = True, fast_dev_run: bool = False,
