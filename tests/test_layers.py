@@ -54,7 +54,18 @@ def test_the_cycle_check_sees_indirect_cycles() -> None:
 
 
 def test_import_linter_contracts_are_kept(capsys: pytest.CaptureFixture[str]) -> None:
-    code = importlinter_cli.lint_imports(config_filename=str(REPO / "pyproject.toml"), no_cache=True, no_logo=True)
+    import logging
+
+    # import-linter's CLI configures logging with dictConfig, which disables every logger that exists
+    # already (mmfer's included) for the rest of the process: put them back as they were
+    loggers = [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    enabled = [lg for lg in loggers if not lg.disabled]
+    try:
+        code = importlinter_cli.lint_imports(config_filename=str(REPO / "pyproject.toml"), no_cache=True,
+                                             no_logo=True)
+    finally:
+        for lg in enabled:
+            lg.disabled = False
     out = capsys.readouterr().out
     assert code == importlinter_cli.EXIT_STATUS_SUCCESS, out
     assert "0 broken" in out, out
