@@ -413,6 +413,19 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 def load_config(path: str | Path, cls: type = FaceTrainCfg, overrides: list[str] | None = None) -> Any:
     """Read a YAML config file, apply ``key.sub=value`` overrides, and validate it."""
+    return config_from(path, cls, read_config(path, overrides))
+
+
+def config_from(path: str | Path, cls: type, data: dict[str, Any]) -> Any:
+    """``cls`` built from a config mapping read from ``path`` (errors name the file)."""
+    try:
+        return from_dict(cls, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def read_config(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """A YAML config file as a mapping, with ``key.sub=value`` overrides applied (not yet validated)."""
     path = Path(path)
     data = read_yaml(path) or {}
     if not isinstance(data, dict):
@@ -428,7 +441,4 @@ def load_config(path: str | Path, cls: type = FaceTrainCfg, overrides: list[str]
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])} is a value, not a section")
         node[parts[-1]] = parse_yaml(raw, f"override {item!r}")
-    try:
-        return from_dict(cls, data)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    return data

@@ -320,11 +320,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_fusion(args: argparse.Namespace) -> int:
-    from mmfer.config import FusionTrainCfg, read_yaml
+    from mmfer.config import FusionTrainCfg, config_from, read_config
 
-    doc = read_yaml(args.config)
-    method = doc.get("method", "weights") if isinstance(doc, dict) else None
-    if method == "embedding_head":
+    doc = read_config(args.config, list(args.overrides))  # read once; its method picks the schema
+    if doc.get("method") == "embedding_head":
         from mmfer.training.train_fusion_head import train_fusion_head
 
         name = doc.get("name", Path(args.config).stem)
@@ -334,7 +333,8 @@ def _train_fusion(args: argparse.Namespace) -> int:
         return EXIT_OK
     from mmfer.training.train_fusion import train_fusion
 
-    cfg = _load_cfg(args, FusionTrainCfg)
+    # the weights fit reads branch predictions, not a data root: --data-root does not apply to it
+    cfg = config_from(args.config, FusionTrainCfg, doc)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     path, rule = train_fusion(cfg, out)
     s = rule.scores
@@ -398,24 +398,16 @@ def _eval_audio(args: argparse.Namespace) -> int:
 
 
 def _eval_audio_loco(args: argparse.Namespace, cfg: object) -> int:
+    from mmfer.evaluation.audio_eval import write_loco_report
     from mmfer.training.train_audio import leave_one_corpus_out
 
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"{cfg.name}_loco"  # type: ignore[attr-defined]
     res = leave_one_corpus_out(cfg, run_dir)  # type: ignore[arg-type]
-    out = Path(args.out) if args.out else Path("reports") / "audio" / cfg.name  # type: ignore[attr-defined]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "loco.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
-    lines = ["# Leave-one-corpus-out", "", "Trained on the other corpora, scored on the held-out one over the classes "
-             "both sides know (probabilities renormalised over them); no speaker or corpus on both sides.", "",
-             "| held out | language | trained on | classes | n | accuracy | UAR | macro-F1 |",
-             "|---|---|---|---|---|---|---|---|"]
+    paths = write_loco_report(res, args.out or Path("reports") / "audio" / cfg.name)  # type: ignore[attr-defined]
     for r in res["loco"]:
-        lines.append(f"| {r['held_out']} | {r['language']} | {', '.join(r['trained_on'])} | {len(r['classes'])} | "
-                     f"{r['n']} | {100 * r['accuracy']:.1f} | {100 * r['uar']:.1f} | {100 * r['macro_f1']:.1f} |")
         print(f"held out {r['held_out']} ({r['language']}, {len(r['classes'])} classes, n={r['n']}): accuracy "
               f"{r['accuracy']:.4f}  UAR {r['uar']:.4f}  macro-F1 {r['macro_f1']:.4f}")
-    (out / "loco.md").write_text("\n".join(lines) + "\n")
-    print(f"  report: {out / 'loco.md'}")
+    print(f"  report: {paths['markdown']}")
     return EXIT_OK
 
 

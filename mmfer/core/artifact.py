@@ -81,14 +81,20 @@ def read_card(model_dir: Path, kind: str = "face") -> dict[str, Any]:
     return card
 
 
-def load_weights(model: torch.nn.Module, weights: Path) -> None:
-    """Fill ``model`` from a safetensors file (never pickle), or raise ModelLoadError naming the file."""
+def read_tensors(weights: Path, loader: Any = load_file) -> dict[str, Any]:
+    """The tensors of a safetensors file (never pickle), or ModelLoadError naming the file; ``loader``
+    is safetensors' torch (default) or numpy ``load_file``."""
     try:
-        state = load_file(str(weights))
+        return loader(str(weights))
     except FileNotFoundError:
         raise ModelLoadError(f"{weights}: missing weights file") from None
     except (SafetensorError, OSError) as exc:
         raise ModelLoadError(f"{weights}: not a valid safetensors file ({exc})") from None
+
+
+def load_weights(model: torch.nn.Module, weights: Path) -> None:
+    """Fill ``model`` from a safetensors file (never pickle), or raise ModelLoadError naming the file."""
+    state = read_tensors(weights)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -54,10 +54,6 @@ class HFSpec:
         return self.source + (f"@{self.revision}" if self.revision else "")
 
 
-def _offline_env() -> bool:
-    return offline_mode()
-
-
 def is_hf_spec(name: str | Path | None) -> bool:
     """True when ``name`` means a transformers checkpoint rather than an mmfer model.
 
@@ -95,7 +91,7 @@ def parse_spec(name: str | Path, revision: str | None = None, local_files_only: 
         text, revision = text.split("@", 1)
     if text.startswith((".", "/", "~")) or not _HUB_ID.match(text):
         raise HFModelError(f"{name}: neither an existing directory nor a Hugging Face hub id (org/name[@revision])")
-    return HFSpec(text, revision or None, local_files_only or _offline_env(), trust_remote_code)
+    return HFSpec(text, revision or None, local_files_only or offline_mode(), trust_remote_code)
 
 
 def _one_line(exc: BaseException) -> str:

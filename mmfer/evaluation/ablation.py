@@ -234,8 +234,7 @@ def ablate(fusion: LateFusion, sets: list[LabelledSet]) -> dict[str, Any]:
 def _brief(row: dict[str, Any] | None) -> dict[str, Any] | None:
     if row is None:
         return None
-    return {"modalities": row["modalities"], "accuracy": row["accuracy"], "ci": [row["ci_low"], row["ci_high"]],
-            "_correct": row["_correct"]}
+    return {"modalities": row["modalities"], "accuracy": row["accuracy"], "ci": [row["ci_low"], row["ci_high"]]}
 
 
 def _pct(v: float | None) -> str:
@@ -253,10 +252,6 @@ def write_ablation(result: dict[str, Any], out_dir: str | Path) -> dict[str, Pat
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "ablation.json", "csv": out / "ablation.csv", "markdown": out / "ablation.md",
              "plot": out / "ablation.png"}
-    for h in result["headline"]:
-        for k in ("face", "best_single", "fused"):
-            if h[k] is not None:
-                h[k].pop("_correct", None)
     paths["json"].write_text(json.dumps(result, indent=2) + "\n")
     keys = ["set", "modalities", "kind", "n", "accuracy", "ci_low", "ci_high", "macro_f1", "ece", "nll",
             "delta_accuracy_vs_face"]

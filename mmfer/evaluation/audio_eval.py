@@ -3,6 +3,7 @@ model on a folder-per-label set of recordings. Same report format as the face br
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,23 @@ def write_cv_report(cv: dict[str, Any], out_dir: str | Path, cfg: AudioTrainCfg,
     if cv.get("probs") is not None:  # what the fusion calibrates the audio branch on
         paths["oof_predictions"] = write_oof(out_dir, classes=np.array(audio_classes(cfg.model.num_classes)),
                                              y=cv["y"], probs=cv["probs"], fold=cv["fold"])
+    return paths
+
+
+def write_loco_report(res: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """``loco.json`` and ``loco.md`` of :func:`mmfer.training.train_audio.leave_one_corpus_out`'s result."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "loco.json", "markdown": out / "loco.md"}
+    paths["json"].write_text(json.dumps(res, indent=2, default=str) + "\n")
+    lines = ["# Leave-one-corpus-out", "", "Trained on the other corpora, scored on the held-out one over the classes "
+             "both sides know (probabilities renormalised over them); no speaker or corpus on both sides.", "",
+             "| held out | language | trained on | classes | n | accuracy | UAR | macro-F1 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in res["loco"]:
+        lines.append(f"| {r['held_out']} | {r['language']} | {', '.join(r['trained_on'])} | {len(r['classes'])} | "
+                     f"{r['n']} | {100 * r['accuracy']:.1f} | {100 * r['uar']:.1f} | {100 * r['macro_f1']:.1f} |")
+    paths["markdown"].write_text("\n".join(lines) + "\n")
     return paths
 
 

@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from mmfer.core.artifact import read_card
+from mmfer.core.artifact import read_card, read_tensors
 from mmfer.core.errors import ModelLoadError
 from mmfer.emotions import EMOTIONS
+from mmfer.fusion.late_fusion import softmax
 
 HEAD_KIND = "fusion_head"
 HEAD_VERSION = 1
@@ -72,11 +73,6 @@ class HeadPrediction:
         return {"emotion": self.emotion, "probabilities": named(self.probabilities), "bias": named(self.bias),
                 "contributions": {m: named(c) for m, c in self.contributions.items()},
                 "logits": named(self.logits), "modalities": list(self.present)}
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max(-1, keepdims=True))
-    return z / z.sum(-1, keepdims=True)
 
 
 def _present(x: np.ndarray) -> np.ndarray:
@@ -186,14 +182,14 @@ class EmbeddingHead:
         return logits, contributions
 
     def predict_proba(self, embeddings: Mapping[str, np.ndarray | None]) -> np.ndarray:
-        return _softmax(self.decompose(embeddings)[0])
+        return softmax(self.decompose(embeddings)[0])
 
     def predict(self, embeddings: Mapping[str, np.ndarray | None]) -> HeadPrediction:
         """One item (modality -> (D,) vector, or None / left out when absent)."""
         one = {m: None if v is None else np.asarray(v).reshape(1, -1) for m, v in embeddings.items()}
         logits, contributions = self.decompose(one)
         present = tuple(m for m in self.blocks if one.get(m) is not None and _present(one[m]).all())
-        return HeadPrediction(_softmax(logits[0]), logits[0], self.bias.copy(),
+        return HeadPrediction(softmax(logits[0]), logits[0], self.bias.copy(),
                               {m: c[0] for m, c in contributions.items()}, present)
 
     # -- files -------------------------------------------------------------------------------------
@@ -221,7 +217,6 @@ class EmbeddingHead:
     @classmethod
     def load(cls, path: str | Path) -> EmbeddingHead:
         """A head folder (or its card.json); HeadError naming the file when it is not a head this version reads."""
-        from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
         folder = Path(path)
@@ -238,11 +233,9 @@ class EmbeddingHead:
             raise HeadError(f"{card_path}: classes {card.get('classes')} are not {list(EMOTIONS)}; {REBUILD}")
         weights = folder / "model.safetensors"
         try:
-            t = load_file(str(weights))
-        except FileNotFoundError:
-            raise HeadError(f"{weights}: missing weights file") from None
-        except (SafetensorError, OSError) as exc:
-            raise HeadError(f"{weights}: not a valid safetensors file ({exc})") from None
+            t = read_tensors(weights, load_file)
+        except ModelLoadError as exc:
+            raise HeadError(str(exc)) from None
         try:
             dims = {str(m): int(info["dim"]) for m, info in card["modalities"].items()}
             blocks = {m: ModalityBlock(t[f"{m}.weight"], t[f"{m}.mean"], t[f"{m}.std"]) for m in dims}

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from mmfer.emotions import EMOTIONS, NUM_EMOTIONS
-from mmfer.fusion.late_fusion import MODALITIES, FittedRule, FusionError, LateFusion
+from mmfer.fusion.late_fusion import MODALITIES, FittedRule, FusionError, LateFusion, softmax
 
 DEFAULT_REG = 0.05
 MAX_FOLDS = 10  # beyond this many subjects, folds are groups of subjects (GroupKFold), not one each
@@ -143,12 +143,6 @@ def _evidence(fusion: LateFusion, data: PairedPredictions, subset: Sequence[str]
     return {m: fusion.modalities[m].evidence(data.outputs[m], weight=1.0, temperature=1.0) for m in subset}
 
 
-def _softmax(s: np.ndarray) -> np.ndarray:
-    z = s - s.max(-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(-1, keepdims=True)
-
-
 def fit_weights(evidence: Mapping[str, np.ndarray], y: np.ndarray, log_prior: np.ndarray,
                 w0: Mapping[str, float], reg: float = DEFAULT_REG) -> tuple[dict[str, float], np.ndarray]:
     """Weights (>= 0) and per-class offsets minimising the penalised NLL (L-BFGS-B, exact gradient)."""
@@ -179,7 +173,7 @@ def fit_weights(evidence: Mapping[str, np.ndarray], y: np.ndarray, log_prior: np
 
 def _fitted_probs(evidence: Mapping[str, np.ndarray], log_prior: np.ndarray, weights: Mapping[str, float],
                   offsets: np.ndarray) -> np.ndarray:
-    return _softmax(log_prior + offsets + sum(weights[m] * e for m, e in evidence.items()))
+    return softmax(log_prior + offsets + sum(weights[m] * e for m, e in evidence.items()))
 
 
 @dataclasses.dataclass

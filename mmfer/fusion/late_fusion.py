@@ -233,7 +233,8 @@ class FusionResult:
         return d
 
 
-def _softmax(s: np.ndarray) -> np.ndarray:
+def softmax(s: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis (a -inf score gets probability exactly 0)."""
     z = s - s.max(-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(-1, keepdims=True)
@@ -354,14 +355,14 @@ class LateFusion:
         scores = prior + plan.offsets
         for c in contrib.values():
             scores = scores + c
-        return FusionResult(_softmax(scores), prior, contrib, plan.reference, scores, plan.offsets.copy(),
+        return FusionResult(softmax(scores), prior, contrib, plan.reference, scores, plan.offsets.copy(),
                             dict(plan.weights), dict(plan.notes), plan.rule)
 
     def fuse_batch(self, outputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """(N, 7) arrays per modality -> (N, 7) fused probabilities (same maths as ``fuse``)."""
         plan = self.plan(self._present(outputs))
         s = plan.prior + plan.offsets + sum(self._terms(plan, outputs).values())
-        return _softmax(s)
+        return softmax(s)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "fusion", "version": CARD_VERSION, "name": self.name, "classes": list(EMOTIONS),

@@ -13,6 +13,8 @@ import hashlib
 import json
 import logging
 import time
+from collections import Counter
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -73,12 +75,7 @@ def load_corpus(cfg: AudioTrainCfg, use_cache: bool = True) -> AudioCorpus:
     if d.actors is not None:
         pairs = [p for p in pairs if p[2] in set(d.actors)]
     if d.limit_per_class is not None:
-        kept, seen = [], dict.fromkeys(classes, 0)
-        for p in pairs:
-            if seen[p[1]] < d.limit_per_class:
-                kept.append(p)
-                seen[p[1]] += 1
-        pairs = kept
+        pairs = _first_per(pairs, lambda p: p[1], d.limit_per_class)
     if not pairs:
         raise DatasetError("no audio clips left after the data filters (actors / limit_per_class)")
     files = [p for p, _, _ in pairs]
@@ -91,6 +88,18 @@ def load_corpus(cfg: AudioTrainCfg, use_cache: bool = True) -> AudioCorpus:
         codec = EncoderTableCodec(cfg.model)
     table = build_feature_table(files, cfg.features, d, seed=cfg.trainer.seed, use_cache=use_cache, codec=codec)
     return AudioCorpus(files, labels, speakers, table)
+
+
+def _first_per(items: list[Any], key: Callable[[Any], Hashable], limit: int) -> list[Any]:
+    """The first ``limit`` items of each ``key`` (smoke runs), in their order."""
+    seen: Counter[Hashable] = Counter()
+    kept = []
+    for it in items:
+        k = key(it)
+        if seen[k] < limit:
+            kept.append(it)
+            seen[k] += 1
+    return kept
 
 
 def _load_corpora(cfg: AudioTrainCfg, classes: tuple[str, ...], use_cache: bool) -> AudioCorpus:
@@ -106,15 +115,8 @@ def _load_corpora(cfg: AudioTrainCfg, classes: tuple[str, ...], use_cache: bool)
     unknown = sorted({c.label for c in clips} - set(classes))
     if unknown:
         raise DatasetError(f"labels {unknown} are not among the model's {len(classes)} classes {list(classes)}")
-    if d.limit_per_class is not None:
-        seen: dict[tuple[str, str], int] = {}
-        kept = []
-        for c in clips:  # per corpus and class, so a smoke run still sees every corpus
-            n = seen.get((c.corpus, c.label), 0)
-            if n < d.limit_per_class:
-                kept.append(c)
-                seen[(c.corpus, c.label)] = n + 1
-        clips = kept
+    if d.limit_per_class is not None:  # per corpus and class, so a smoke run still sees every corpus
+        clips = _first_per(clips, lambda c: (c.corpus, c.label), d.limit_per_class)
     names, speakers = np.unique([c.speaker_id for c in clips], return_inverse=True)
     corpus = np.array([c.corpus for c in clips])
     per_corpus = corpus_classes(clips)

@@ -59,7 +59,7 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _report(rule: FittedRule, held: dict[str, Any], data: PairedPredictions) -> dict[str, Any]:
+def _metrics(held: dict[str, Any], data: PairedPredictions) -> dict[str, Any]:
     """Accuracy, macro-F1 and UAR of each single branch, the cross-validated fit and the nested procedure."""
     def rep(probs: np.ndarray) -> dict[str, float]:
         r = classification_report(data.y, probs, EMOTIONS)
@@ -84,7 +84,7 @@ def train_fusion(cfg: FusionTrainCfg, out_dir: str | Path, card: str | Path | No
     path = with_rule(fusion, rule).save(out / "fusion.json")
     report = {"config": {"name": cfg.name, "method": cfg.method, "modalities": cfg.modalities, "reg": cfg.reg,
                          "data": vars(cfg.data), "card": _shown(card_path)},
-              "data": data.source, "rule": rule.to_dict(), "metrics": _report(rule, held, data)}
+              "data": data.source, "rule": rule.to_dict(), "metrics": _metrics(held, data)}
     (out / "fusion_report.json").write_text(json.dumps(report, indent=2) + "\n")
     m = report["metrics"]
     lines = [f"# Fitted fusion: {'+'.join(rule.modalities)}", "", f"Data: {data.source}; folds: "
