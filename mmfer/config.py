@@ -8,7 +8,7 @@ import reprlib
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -183,6 +183,10 @@ class AudioFeatureCfg:
     silence_db: float = 45.0
     trim: bool = True
     trim_margin_ms: float = 100.0
+    # none: each mel band's utterance mean removed, one scale for all bands (the features' own normalisation);
+    # utterance: each band also scaled to unit variance over the clip (CMVN), applied when the model reads
+    # the features, so feature caches stay valid
+    cmvn: Literal["none", "utterance"] = "none"
 
 
 @dataclasses.dataclass
@@ -349,6 +353,11 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"{where}: {_show(value)} does not match {tp}")
+    if origin is typing.Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {_show(value)} is not one of {', '.join(map(str, allowed))}")
+        return value
     if tp is type(None):
         if value is not None:
             raise ConfigError(f"{where}: expected null, got {_show(value)}")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 WEIGHTS_DIR = PACKAGE_DIR / "weights"
+#: The speech model used when none is named (a folder of WEIGHTS_DIR).
+DEFAULT_AUDIO_MODEL = "audio_crnn"
 
 
 def data_root(root: str | Path | None = None) -> Path:

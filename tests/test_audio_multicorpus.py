@@ -78,6 +78,11 @@ def test_three_corpora_in_one_table_with_masks_and_weights(tmp_path: Path) -> No
     bad = load_config(MULTI, AudioTrainCfg, [f"data.root={SHARED_DATA}", "data.corpus_weights=[1.0]"])
     with pytest.raises(DatasetError, match="corpus_weights has 1 values for 3 corpora"):
         load_corpus(bad)
+    no_calm = load_config(MULTI, AudioTrainCfg, [f"data.root={SHARED_DATA}", "data.corpora=[emovo,casia]",
+                                                 "data.corpus_weights=null"])
+    with pytest.raises(DatasetError, match=r"class\(es\) \['calm'\] of the 8-class model are labelled by none of "
+                                           r"the corpora \['emovo', 'casia'\]"):
+        load_corpus(no_calm)
 
 
 @needs_corpora

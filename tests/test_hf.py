@@ -468,3 +468,21 @@ def test_a_refused_connection_through_the_hub_client_counts_as_unreachable() -> 
         refused = exc
     assert _is_network_error(refused)
     assert not _is_network_error(ValueError("bad config"))
+
+
+@pytest.mark.skipif(not all((SHARED_DATA / c).is_dir() for c in ("ravdess", "emovo", "casia")),
+                    reason=f"RAVDESS, EMOVO and CASIA not all found under {SHARED_DATA}")
+@pytest.mark.slow
+def test_frozen_encoder_recipe_takes_several_corpora(tiny: dict[str, Path], tmp_path: Path) -> None:
+    from mmfer.cli.main import main
+
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "audio_wavlm_superb.yaml"
+    args = ["eval", "audio", "--config", str(recipe), "--loco", "--data-root", str(SHARED_DATA),
+            "--run-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "rep"),
+            "--set", f"model.hf_model={tiny['encoder']}", "--set", "model.hidden=16",
+            "--set", "data.corpora=[ravdess,emovo,casia]", "--set", "data.corpus_weights=[1,1,1]",
+            "--set", "data.limit_per_class=2", "--set", "data.variants=0", "--set", "trainer.epochs=1"]
+    assert main(args) == 0
+    rows = {r["held_out"]: r for r in json.loads((tmp_path / "rep" / "loco.json").read_text())["loco"]}
+    assert set(rows) == {"ravdess", "emovo", "casia"}
+    assert rows["casia"]["n"] == 6 * 2 and rows["emovo"]["core"]["n"] == 4 * 2

@@ -14,8 +14,7 @@ from mmfer.config import AudioTrainCfg, ConfigError, from_dict, to_dict
 from mmfer.core.artifact import load_weights, read_card, resolve_model_dir, save_artifact
 from mmfer.core.errors import ModelLoadError
 from mmfer.emotions import AUDIO_EMOTIONS, EXTRA_CLASSES, check_model_classes
-
-DEFAULT_AUDIO_MODEL = "audio_crnn"
+from mmfer.paths import DEFAULT_AUDIO_MODEL
 
 
 def preprocessing_spec(cfg: AudioTrainCfg) -> dict[str, Any]:

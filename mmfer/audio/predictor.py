@@ -101,7 +101,7 @@ class AudioEmotionRecognizer:
         feats = self.features(samples)
         if feats.active_s <= 0:
             return None, 0.0
-        x = feature_matrix(feats)[None].to(self.device)
+        x = feature_matrix(feats, self.cfg.features.cmvn)[None].to(self.device)
         if x.shape[-1] < MIN_FRAMES:  # a click in a quiet clip trims to a few frames
             x = torch.nn.functional.pad(x, (0, MIN_FRAMES - x.shape[-1]), mode="replicate")
         return x, feats.active_s

@@ -31,6 +31,7 @@ from mmfer.face.predictor import FaceEmotionRecognizer
 from mmfer.hf.audio import HFAudioRecognizer
 from mmfer.hf.clip_scene import HFClipSceneEncoder
 from mmfer.hf.image import HFFaceRecognizer
+from mmfer.paths import DEFAULT_AUDIO_MODEL
 from mmfer.scene.clip_encoder import ClipSceneEncoder, default_clip_spec
 from mmfer.scene.probe import load_probe
 from mmfer.scene.zero_shot import ZeroShotSceneClassifier
@@ -120,7 +121,7 @@ def _face_hf(spec: str | Path, detector: Any = "auto", device: str = "auto", tta
 # -- audio -----------------------------------------------------------------------------------------
 
 @register_branch("audio", "mmfer", "a shipped name or a folder with model.safetensors + card.json (including "
-                 "heads on a transformers speech encoder)", "audio_crnn")
+                 "heads on a transformers speech encoder)", DEFAULT_AUDIO_MODEL)
 def _audio_mmfer(spec: str | Path | None, device: str = "auto", **_: Any) -> AudioBranch:
     rec = AudioEmotionRecognizer(spec, device=device)
     takes_wave = getattr(rec.model, "takes_waveform", False)

@@ -15,6 +15,8 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from mmfer.paths import DEFAULT_AUDIO_MODEL
+
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -55,7 +57,8 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--face-model", default=None,
                    help=f"face model: shipped name, mmfer model folder, or {_HF_MODEL} (default: face_lite0)")
     p.add_argument("--audio-model", default=None,
-                   help=f"audio model: shipped name, mmfer model folder, or {_HF_MODEL} (default: audio_crnn)")
+                   help=f"audio model: shipped name, mmfer model folder, or {_HF_MODEL} "
+                        f"(default: {DEFAULT_AUDIO_MODEL})")
     p.add_argument("--temporal-model", default=None, help="temporal head (default: video_bigru_ckplus)")
     p.add_argument("--no-temporal", action="store_true", help="skip the temporal head")
     p.add_argument("--no-scene", action="store_true", help="skip the scene (CLIP) branch")
@@ -114,12 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(--config) or a trained model on a folder of labelled recordings (--data-dir)")
     ev.add_argument("modality", choices=["face", "audio", "video"])
     ev.add_argument("--model", "--face-model", "--audio-model", dest="model", default=None,
-                    help=f"shipped name, model folder or {_HF_MODEL} (default: face_lite0 / audio_crnn)")
+                    help=f"shipped name, model folder or {_HF_MODEL} (default: face_lite0 / {DEFAULT_AUDIO_MODEL})")
     ev.add_argument("--config", help="audio/video: the training recipe to cross-validate (configs/audio_*.yaml, ...)")
     ev.add_argument("--folds", type=int, help="audio: number of actor-disjoint folds (default: the config's)")
     ev.add_argument("--loco", action="store_true", help="audio with data.corpora: leave-one-corpus-out (train on the "
                     "others, test on each corpus on the classes both sides know) instead of speaker-disjoint CV")
+    ev.add_argument("--held-out", help="audio --loco: only these held-out corpora (comma-separated; default: each)")
     ev.add_argument("--data-dir", help="audio: <emotion>/<recordings> folder to score a trained --model on")
+    ev.add_argument("--corpora", help="audio: score a trained --model on whole corpora under the data root "
+                    "(e.g. emovo,casia), each on its own classes and on angry/happy/neutral/sad")
     ev.add_argument("--run-dir", help="audio CV: where fold models and checkpoints go (default: runs/<name>_cv)")
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="audio CV: override a config value (repeatable)")
@@ -139,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", "--face-model", dest="model", default=None,
                     help=f"face model: shipped name, model folder or {_HF_MODEL}")
     pr.add_argument("--audio-model", default=None,
-                    help=f"audio model: shipped name, model folder or {_HF_MODEL} (default: audio_crnn)")
+                    help=f"audio model: shipped name, model folder or {_HF_MODEL} (default: {DEFAULT_AUDIO_MODEL})")
     _add_hf_options(pr)
     pr.add_argument("--detector", default="auto", choices=["auto", "yunet", "haar"])
     pr.add_argument("--yunet-model", help="YuNet ONNX file (default: $MMFER_YUNET_MODEL, cache, download)")
@@ -193,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "predictions")
     ca.add_argument("--out", default=None, help="fusion card to write (default: the shipped one)")
     ca.add_argument("--face-model", default=None, help=f"shipped name, model folder or {_HF_MODEL}")
-    ca.add_argument("--audio-model", default="audio_crnn", help=f"shipped name, model folder or {_HF_MODEL}")
+    ca.add_argument("--audio-model", default=DEFAULT_AUDIO_MODEL, help=f"shipped name, model folder or {_HF_MODEL}")
     _add_hf_options(ca)
     ca.add_argument("--temporal-model", default="video_bigru_ckplus")
     _add_data_root(ca)
@@ -366,7 +372,7 @@ def _eval_audio(args: argparse.Namespace) -> int:
     if args.data_dir:
         from mmfer.evaluation.audio_eval import evaluate_audio_folder
 
-        name = Path(args.model.split("@")[0]).name if args.model else "audio_crnn"
+        name = Path(args.model.split("@")[0]).name if args.model else DEFAULT_AUDIO_MODEL
         rep = evaluate_audio_folder(args.model, args.data_dir,
                                     args.out or Path("reports") / "audio" / name / Path(args.data_dir).name,
                                     **_hf_kw(args))
@@ -377,8 +383,21 @@ def _eval_audio(args: argparse.Namespace) -> int:
         for name, path in rep.get("paths", {}).items():
             print(f"  {name}: {path}")
         return EXIT_OK
+    if args.corpora:
+        from mmfer.evaluation.audio_eval import evaluate_audio_corpora
+
+        name = Path(args.model.split("@")[0]).name if args.model else DEFAULT_AUDIO_MODEL
+        res = evaluate_audio_corpora(args.model, args.corpora, args.data_root,
+                                     args.out or Path("reports") / "audio" / name / "corpora", **_hf_kw(args))
+        for r in res["corpora"]:
+            _print_corpus_row(r["corpus"], r["language"], r)
+        if res["skipped"]:
+            _err(f"skipped {len(res['skipped'])} clips, e.g. {res['skipped'][0]}")
+        print(f"  report: {res['paths']['markdown']}")
+        return EXIT_OK
     if not args.config:
-        raise ConfigError("eval audio needs --config (cross-validate a recipe) or --data-dir (score a trained model)")
+        raise ConfigError("eval audio needs --config (cross-validate a recipe), --data-dir or --corpora (score a "
+                          "trained model)")
     from mmfer.evaluation.audio_eval import write_cv_report
     from mmfer.training.train_audio import cross_validate
 
@@ -390,8 +409,11 @@ def _eval_audio(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("reports") / "audio" / cfg.name
     paths = write_cv_report(cv, out, cfg, run_dir)
     agg = cv["aggregate"]["metrics"]
-    print(f"actor-disjoint {len(cv['folds'])}-fold CV: accuracy {agg['accuracy']['mean']:.4f} ± "
+    kind = "speaker-disjoint" if cfg.data.corpora else "actor-disjoint"
+    print(f"{kind} {len(cv['folds'])}-fold CV: accuracy {agg['accuracy']['mean']:.4f} ± "
           f"{agg['accuracy']['std']:.4f}  macro-F1 {agg['macro_f1']['mean']:.4f} ± {agg['macro_f1']['std']:.4f}")
+    for r in cv.get("per_corpus") or []:
+        _print_corpus_row(r["corpus"], r["language"], r)
     for name, path in paths.items():
         print(f"  {name}: {path}")
     return EXIT_OK
@@ -402,13 +424,22 @@ def _eval_audio_loco(args: argparse.Namespace, cfg: object) -> int:
     from mmfer.training.train_audio import leave_one_corpus_out
 
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"{cfg.name}_loco"  # type: ignore[attr-defined]
-    res = leave_one_corpus_out(cfg, run_dir)  # type: ignore[arg-type]
+    held = [c.strip().lower() for c in args.held_out.split(",") if c.strip()] if args.held_out else None
+    res = leave_one_corpus_out(cfg, run_dir, held_out=held)  # type: ignore[arg-type]
     paths = write_loco_report(res, args.out or Path("reports") / "audio" / cfg.name)  # type: ignore[attr-defined]
     for r in res["loco"]:
-        print(f"held out {r['held_out']} ({r['language']}, {len(r['classes'])} classes, n={r['n']}): accuracy "
-              f"{r['accuracy']:.4f}  UAR {r['uar']:.4f}  macro-F1 {r['macro_f1']:.4f}")
+        _print_corpus_row(f"held out {r['held_out']}", r["language"], {"own": r, "core": r.get("core")})
     print(f"  report: {paths['markdown']}")
     return EXIT_OK
+
+
+def _print_corpus_row(name: str, language: str, row: dict) -> None:
+    o, c = row["own"], row.get("core")
+    line = (f"{name} ({language}, {len(o['classes'])} classes, n={o['n']}): accuracy {o['accuracy']:.4f}  "
+            f"UAR {o['uar']:.4f}  macro-F1 {o['macro_f1']:.4f}")
+    if c:
+        line += f"  | 4-class accuracy {c['accuracy']:.4f}  UAR {c['uar']:.4f}"
+    print(line)
 
 
 def _eval_video(args: argparse.Namespace) -> int:
@@ -758,7 +789,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         elif hf_audio:
             sets.append(ravdess_recordings_set(pipe, args.data_root, args.limit))
         else:
-            sets.append(ravdess_set(args.audio_model or "audio_crnn"))
+            sets.append(ravdess_set(args.audio_model or DEFAULT_AUDIO_MODEL))
     result = ablate(pipe.fusion, sets)
     for h in result["headline"]:
         face = "—" if h["face"] is None else f"{100 * h['face']['accuracy']:.1f}%"

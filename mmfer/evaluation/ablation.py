@@ -140,6 +140,9 @@ def ravdess_recordings_set(pipeline: Any, data_root: str | None, limit: int | No
 
 def ravdess_set(audio_model: str) -> LabelledSet:
     z = dict(np.load(oof_path(audio_model), allow_pickle=False))
+    if "corpus" in z:  # a model cross-validated on several corpora: its RAVDESS clips
+        keep = z["corpus"] == "ravdess"
+        z.update({k: z[k][keep] for k in ("y", "probs", "fold", "corpus")})
     classes = [str(c) for c in z["classes"]]
     y = np.array([EMOTIONS.index(EXTRA_CLASSES.get(classes[i], classes[i])) for i in z["y"]])
     ds = LabelledSet("ravdess", f"RAVDESS speech, {len(y)} clips, actor-disjoint CV ({audio_model}; calm scored "

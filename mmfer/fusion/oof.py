@@ -59,8 +59,9 @@ def audio_calibration(oof_path: Path, model: str) -> ModalityCal:
     z = _oof(oof_path)
     classes = [str(c) for c in z["classes"]]
     y = np.array([EMOTIONS.index(EXTRA_CLASSES.get(classes[i], classes[i])) for i in z["y"]])
+    corpora = sorted({str(c) for c in z["corpus"]}) if "corpus" in z else ["ravdess"]
     return _oof_calibration(fold_audio(z["probs"], classes), y, z["fold"],
-                            f"{model} out-of-fold predictions (actor-disjoint CV)", model)
+                            f"{model} out-of-fold predictions (speaker-disjoint CV; {', '.join(corpora)})", model)
 
 
 def temporal_calibration(oof_path: Path, model: str) -> ModalityCal:

@@ -30,6 +30,7 @@ from mmfer.fusion.oof import (  # noqa: F401 - re-exported: they lived in mmfer.
     oof_path,
     temporal_calibration,
 )
+from mmfer.paths import DEFAULT_AUDIO_MODEL
 
 SCENE_ZERO_SHOT_WEIGHT = 0.5  # uncalibrated, and context is weaker evidence than a face
 
@@ -56,7 +57,7 @@ def face_calibration(model: str | None, data_root: str | None, device: str = "cp
     return ModalityCal(temperature=cal["temperature"], prior=prior, known=known, calibration=cal, model=card["name"])
 
 
-def build_fusion(face_model: str | None = None, data_root: str | None = None, audio_model: str = "audio_crnn",
+def build_fusion(face_model: str | None = None, data_root: str | None = None, audio_model: str = DEFAULT_AUDIO_MODEL,
                  temporal_model: str = "video_bigru_ckplus", audio_oof: str | Path | None = None,
                  temporal_oof: str | Path | None = None, local_files_only: bool = False,
                  trust_remote_code: bool = False, pipeline: Any = None) -> LateFusion:

@@ -57,6 +57,8 @@ class AudioCorpus:
 def load_corpus(cfg: AudioTrainCfg, use_cache: bool = True) -> AudioCorpus:
     """Files, labels and speakers of ``cfg.data``, with their (cached) feature table."""
     classes = audio_classes(cfg.model.num_classes)
+    if cfg.trainer.threads:  # feature extraction runs before training: same thread budget
+        torch.set_num_threads(cfg.trainer.threads)
     d = cfg.data
     if d.corpora:
         return _load_corpora(cfg, classes, use_cache)
@@ -81,13 +83,18 @@ def load_corpus(cfg: AudioTrainCfg, use_cache: bool = True) -> AudioCorpus:
     files = [p for p, _, _ in pairs]
     labels = np.array([classes.index(lab) for _, lab, _ in pairs])
     speakers = np.array([s for _, _, s in pairs])
-    codec = None
-    if cfg.model.arch == "hf_encoder":
-        from mmfer.hf.audio import EncoderTableCodec
-
-        codec = EncoderTableCodec(cfg.model)
-    table = build_feature_table(files, cfg.features, d, seed=cfg.trainer.seed, use_cache=use_cache, codec=codec)
+    table = build_feature_table(files, cfg.features, d, seed=cfg.trainer.seed, use_cache=use_cache,
+                                codec=_table_codec(cfg))
     return AudioCorpus(files, labels, speakers, table)
+
+
+def _table_codec(cfg: AudioTrainCfg) -> Callable[[np.ndarray], np.ndarray] | None:
+    """What the feature table holds: log-mel + prosody (None), or a frozen speech encoder's outputs."""
+    if cfg.model.arch != "hf_encoder":
+        return None
+    from mmfer.hf.audio import EncoderTableCodec
+
+    return EncoderTableCodec(cfg.model)
 
 
 def _first_per(items: list[Any], key: Callable[[Any], Hashable], limit: int) -> list[Any]:
@@ -115,6 +122,11 @@ def _load_corpora(cfg: AudioTrainCfg, classes: tuple[str, ...], use_cache: bool)
     unknown = sorted({c.label for c in clips} - set(classes))
     if unknown:
         raise DatasetError(f"labels {unknown} are not among the model's {len(classes)} classes {list(classes)}")
+    never = [k for k in classes if k not in {c.label for c in clips}]
+    if never:  # its logit would never be trained, yet a shipped model would predict it
+        raise DatasetError(f"class(es) {never} of the {len(classes)}-class model are labelled by none of the corpora "
+                           f"{list(d.corpora or [])}: add a corpus that labels them, or use model.num_classes=7 "
+                           "(the canonical classes) when no corpus labels calm")
     if d.limit_per_class is not None:  # per corpus and class, so a smoke run still sees every corpus
         clips = _first_per(clips, lambda c: (c.corpus, c.label), d.limit_per_class)
     names, speakers = np.unique([c.speaker_id for c in clips], return_inverse=True)
@@ -122,7 +134,8 @@ def _load_corpora(cfg: AudioTrainCfg, classes: tuple[str, ...], use_cache: bool)
     per_corpus = corpus_classes(clips)
     masks = np.stack([class_mask(per_corpus[c], classes) for c in corpus])
     files = [c.path for c in clips]
-    table = build_feature_table(files, cfg.features, d, seed=cfg.trainer.seed, use_cache=use_cache)
+    table = build_feature_table(files, cfg.features, d, seed=cfg.trainer.seed, use_cache=use_cache,
+                                codec=_table_codec(cfg))
     return AudioCorpus(files, np.array([classes.index(c.label) for c in clips]), speakers, table, corpus, masks,
                        [str(n) for n in names], clips)
 
@@ -189,16 +202,15 @@ def cross_validate(cfg: AudioTrainCfg, out_dir: str | Path, resume: bool = True,
     if (corpus.speakers < 0).any():
         raise DatasetError("cross-validation needs speaker identities (RAVDESS actors); folder data has none")
     classes = audio_classes(cfg.model.num_classes)
-    test_folds = actor_folds(np.unique(corpus.speakers), k, cfg.data.fold_seed)
-    fold_reports, all_y, all_p, fold_rows, fold_of = [], [], [], [], []
-    for i, test_actors in enumerate(test_folds):
+    splits, test_folds = _cv_splits(corpus, k, cfg.data.fold_seed)
+    fold_reports, all_y, all_p, fold_rows, fold_of, all_clips = [], [], [], [], [], []
+    for i, (train_clips, test_clips) in enumerate(splits):
+        test_actors = test_folds[i]
         if only_folds is not None and i not in only_folds:
             continue
         fdir = out / f"fold_{i}"
         pred_file = fdir / "predictions.npz"
-        test_mask = np.isin(corpus.speakers, test_actors)
-        train_clips, test_clips = np.flatnonzero(~test_mask), np.flatnonzero(test_mask)
-        assert not set(corpus.speakers[train_clips]) & set(test_actors), "actor leakage"
+        assert not set(corpus.speakers[train_clips]) & set(corpus.speakers[test_clips]), "speaker leakage"
         if resume and pred_file.is_file():
             with np.load(pred_file) as z:
                 probs, y = z["probs"], z["labels"]
@@ -213,34 +225,82 @@ def cross_validate(cfg: AudioTrainCfg, out_dir: str | Path, resume: bool = True,
         all_y.append(y)
         all_p.append(probs)
         fold_of.append(np.full(len(y), i))
+        all_clips.append(test_clips)
         fold_rows.append({"fold": i, "test_actors": test_actors, "n": int(len(y)), "accuracy": rep["accuracy"],
                           "macro_f1": rep["macro_f1"], "uar": rep.get("balanced_accuracy")})
         log.info("fold %d (actors %s): accuracy %.4f macro-F1 %.4f", i, test_actors, rep["accuracy"], rep["macro_f1"])
     y_all, p_all = np.concatenate(all_y), np.concatenate(all_p)
     pooled = classification_report(y_all, p_all, classes)
-    return {"folds": fold_rows, "aggregate": aggregate_folds(fold_reports), "pooled": pooled, "y": y_all,
-            "probs": p_all, "fold": np.concatenate(fold_of), "test_folds": test_folds, "n_clips": len(corpus.files),
-            "data_hash": corpus.data_hash,
-            "config": to_dict(cfg)}
+    res = {"folds": fold_rows, "aggregate": aggregate_folds(fold_reports), "pooled": pooled, "y": y_all,
+           "probs": p_all, "fold": np.concatenate(fold_of), "test_folds": test_folds, "n_clips": len(corpus.files),
+           "data_hash": corpus.data_hash, "config": to_dict(cfg)}
+    if corpus.items is not None:
+        res.update(_per_corpus(corpus, classes, np.concatenate(all_clips), p_all, np.concatenate(fold_of)))
+    return res
 
 
-def leave_one_corpus_out(cfg: AudioTrainCfg, out_dir: str | Path, resume: bool = True) -> dict[str, Any]:
+def _cv_splits(corpus: AudioCorpus, k: int, seed: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[list[Any]]]:
+    """Speaker-disjoint (train, test) clip indices and each fold's test speakers: RAVDESS actor numbers, or
+    "corpus/speaker" names dealt per corpus so every fold holds speakers of each corpus (several corpora)."""
+    if corpus.items is not None:
+        from mmfer.data.speech_corpora import speaker_folds
+
+        splits = speaker_folds(corpus.items, k, seed)
+        names = corpus.speaker_names or []
+        return splits, [sorted({names[s] for s in corpus.speakers[test]}) for _, test in splits]
+    test_folds = actor_folds(np.unique(corpus.speakers), k, seed)
+    splits = []
+    for actors in test_folds:
+        test_mask = np.isin(corpus.speakers, actors)
+        splits.append((np.flatnonzero(~test_mask), np.flatnonzero(test_mask)))
+    return splits, test_folds
+
+
+def _per_corpus(corpus: AudioCorpus, classes: tuple[str, ...], clips: np.ndarray, probs: np.ndarray,
+                fold: np.ndarray) -> dict[str, Any]:
+    """Out-of-fold scores of each corpus on its own classes and on the core four, pooled over folds, with
+    each corpus's own-class accuracy per fold (mean and spread across speakers folds)."""
+    from mmfer.data.speech_corpora import corpus_classes
+    from mmfer.evaluation.speech_scoring import corpus_rows, score_on
+
+    own = corpus_classes(corpus.items or [])
+    labels = [classes[int(k)] for k in corpus.labels[clips]]
+    names = corpus.corpus[clips]  # type: ignore[index]
+    rows = corpus_rows(labels, names, probs, classes, own)
+    for row in rows:
+        accs = []
+        for f in np.unique(fold):
+            sel = np.flatnonzero((names == row["corpus"]) & (fold == f))
+            if len(sel):
+                accs.append(score_on([labels[i] for i in sel], probs[sel], classes, row["own"]["classes"])["accuracy"])
+        row["own"]["fold_accuracy"] = accs
+        row["own"]["accuracy_mean"], row["own"]["accuracy_std"] = float(np.mean(accs)), float(np.std(accs))
+    return {"per_corpus": rows, "clips": clips, "corpus": names}
+
+
+def leave_one_corpus_out(cfg: AudioTrainCfg, out_dir: str | Path, resume: bool = True,
+                         held_out: list[str] | None = None) -> dict[str, Any]:
     """Train on all corpora but one and score the held-out one, on the classes both sides know (the
-    model's probabilities renormalised over them); once per corpus. No speaker or corpus is on both sides
-    (checked by :func:`mmfer.data.speech_corpora.leave_one_corpus_out`)."""
+    model's probabilities renormalised over them); once per corpus (or per corpus of ``held_out``). No
+    speaker or corpus is on both sides (checked by :func:`mmfer.data.speech_corpora.leave_one_corpus_out`)."""
     from mmfer.data.speech_corpora import LANGUAGES
     from mmfer.data.speech_corpora import leave_one_corpus_out as loco_splits
-    from mmfer.evaluation.metrics import classification_report
+    from mmfer.evaluation.speech_scoring import CORE_CLASSES, score_on
 
     corpus = load_corpus(cfg)
     if corpus.items is None or len(set(corpus.corpus.tolist())) < 2:  # type: ignore[union-attr]
         raise DatasetError("leave-one-corpus-out needs data.corpora with two or more corpora")
     classes = audio_classes(cfg.model.num_classes)
     out, rows = Path(out_dir), []
-    for split in loco_splits(corpus.items):
+    splits = loco_splits(corpus.items)
+    unknown = sorted(set(held_out or []) - {sp.held_out for sp in splits})
+    if unknown:
+        raise DatasetError(f"cannot hold out {unknown}: not among data.corpora {[sp.held_out for sp in splits]}")
+    for split in splits:
+        if held_out and split.held_out not in held_out:
+            continue
         fdir = out / f"held_out_{split.held_out}"
         pred_file = fdir / "predictions.npz"
-        shared = [classes.index(c) for c in split.shared_classes]
         if resume and pred_file.is_file():
             with np.load(pred_file) as z:
                 probs = z["probs"]
@@ -251,15 +311,15 @@ def leave_one_corpus_out(cfg: AudioTrainCfg, out_dir: str | Path, resume: bool =
             fdir.mkdir(parents=True, exist_ok=True)
             np.savez(pred_file, probs=probs, labels=corpus.labels[split.test], clips=np.asarray(split.test))
             log.info("held out %s done in %.0f s", split.held_out, time.time() - started)
-        p = probs[:, shared]
-        p = p / np.clip(p.sum(1, keepdims=True), 1e-12, None)
-        y = np.array([shared.index(int(k)) for k in corpus.labels[split.test]])
-        rep = classification_report(y, p, tuple(split.shared_classes))
-        rows.append({"held_out": split.held_out, "language": LANGUAGES.get(split.held_out, "?"),
-                     "trained_on": sorted(set(corpus.corpus[split.train].tolist())),  # type: ignore[index]
-                     "classes": list(split.shared_classes), "n": int(len(y)), "accuracy": rep["accuracy"],
-                     "uar": rep["balanced_accuracy"], "macro_f1": rep["macro_f1"], "confusion": rep["confusion"]})
-        log.info("held out %s: accuracy %.4f UAR %.4f", split.held_out, rep["accuracy"], rep["balanced_accuracy"])
+        labels = [classes[int(k)] for k in corpus.labels[split.test]]
+        rep = score_on(labels, probs, classes, split.shared_classes)
+        row = {"held_out": split.held_out, "language": LANGUAGES.get(split.held_out, "?"),
+               "trained_on": sorted(set(corpus.corpus[split.train].tolist())),  # type: ignore[index]
+               **rep}
+        if set(CORE_CLASSES) <= set(split.shared_classes):
+            row["core"] = score_on(labels, probs, classes, CORE_CLASSES)
+        rows.append(row)
+        log.info("held out %s: accuracy %.4f UAR %.4f", split.held_out, rep["accuracy"], rep["uar"])
     return {"loco": rows, "config": to_dict(cfg), "data_hash": corpus.data_hash}
 
 
@@ -273,7 +333,8 @@ def train_audio(cfg: AudioTrainCfg, out_dir: str | Path, resume: bool = True, fa
     system = fit(cfg, corpus, np.arange(len(corpus.files)), out, resume=resume, fast_dev_run=fast_dev_run)
     if fast_dev_run:
         return None
-    info = {"train_clips": len(corpus.files), "speakers": sorted(int(s) for s in set(corpus.speakers) if s >= 0),
+    speakers = corpus.speaker_names or sorted(int(s) for s in set(corpus.speakers) if s >= 0)
+    info = {"train_clips": len(corpus.files), "speakers": speakers,
             "train_seconds_this_call": round(time.time() - started, 1), **(metrics or {})}
     path = save_audio_model(system.model, cfg, out / "model", info, corpus.data_hash,
                             extra={"trained_with": {"torch": torch.__version__, "lightning": L.__version__}})
