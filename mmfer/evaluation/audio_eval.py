@@ -111,6 +111,20 @@ def write_loco_report(res: dict[str, Any], out_dir: str | Path) -> dict[str, Pat
     return paths
 
 
+def _file_probs(rec: Any, path: str | Path, skipped: list[str]) -> list[float] | None:
+    """The model's probabilities for one recording, or None (and why, appended to ``skipped``) when it
+    cannot be read or holds no sound."""
+    try:
+        pred = rec.predict_file(path)
+    except ValueError as exc:
+        skipped.append(str(exc))
+        return None
+    if pred.emotion is None:
+        skipped.append(f"{path}: silent")
+        return None
+    return [pred.probabilities[c] for c in rec.classes]
+
+
 def evaluate_audio_folder(model: str | Path | None, data_dir: str | Path, out_dir: str | Path | None = None,
                           local_files_only: bool = False, trust_remote_code: bool = False) -> dict[str, Any]:
     """Score a trained model (mmfer's, or a transformers audio classifier) on ``data_dir/<emotion>/*``
@@ -123,16 +137,10 @@ def evaluate_audio_folder(model: str | Path | None, data_dir: str | Path, out_di
         if label not in rec.classes:
             skipped.append(f"{path}: label {label} is not a class of the model")
             continue
-        try:
-            pred = rec.predict_file(path)
-        except ValueError as exc:
-            skipped.append(str(exc))
-            continue
-        if pred.emotion is None:
-            skipped.append(f"{path}: silent")
-            continue
-        y.append(rec.classes.index(label))
-        probs.append([pred.probabilities[c] for c in rec.classes])
+        p = _file_probs(rec, path, skipped)
+        if p is not None:
+            y.append(rec.classes.index(label))
+            probs.append(p)
     if not y:
         raise ValueError(f"{data_dir}: no usable recordings ({len(skipped)} skipped)")
     yt, pr = np.array(y), np.array(probs)
@@ -158,17 +166,11 @@ def evaluate_audio_corpora(model: str | Path | None, corpora: str, data_root: st
     clips = load_speech_corpora(corpora, data_root)
     labels, names, probs, skipped = [], [], [], []
     for c in clips:
-        try:
-            pred = rec.predict_file(c.path)
-        except ValueError as exc:
-            skipped.append(str(exc))
-            continue
-        if pred.emotion is None:
-            skipped.append(f"{c.path}: silent")
-            continue
-        labels.append(c.label)
-        names.append(c.corpus)
-        probs.append([pred.probabilities[k] for k in rec.classes])
+        p = _file_probs(rec, c.path, skipped)
+        if p is not None:
+            labels.append(c.label)
+            names.append(c.corpus)
+            probs.append(p)
     if not labels:
         raise ValueError(f"{corpora}: no usable recordings ({len(skipped)} skipped)")
     rows = corpus_rows(labels, names, np.array(probs), rec.classes, corpus_classes(clips))
