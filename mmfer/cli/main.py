@@ -366,13 +366,18 @@ def _train_audio(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _audio_model_name(args: argparse.Namespace) -> str:
+    """The --model's name for report folders (a folder's or hub id's last part; the default's name)."""
+    return Path(args.model.split("@")[0]).name if args.model else DEFAULT_AUDIO_MODEL
+
+
 def _eval_audio(args: argparse.Namespace) -> int:
     from mmfer.config import AudioTrainCfg, ConfigError
 
     if args.data_dir:
         from mmfer.evaluation.audio_eval import evaluate_audio_folder
 
-        name = Path(args.model.split("@")[0]).name if args.model else DEFAULT_AUDIO_MODEL
+        name = _audio_model_name(args)
         rep = evaluate_audio_folder(args.model, args.data_dir,
                                     args.out or Path("reports") / "audio" / name / Path(args.data_dir).name,
                                     **_hf_kw(args))
@@ -386,7 +391,7 @@ def _eval_audio(args: argparse.Namespace) -> int:
     if args.corpora:
         from mmfer.evaluation.audio_eval import evaluate_audio_corpora
 
-        name = Path(args.model.split("@")[0]).name if args.model else DEFAULT_AUDIO_MODEL
+        name = _audio_model_name(args)
         res = evaluate_audio_corpora(args.model, args.corpora, args.data_root,
                                      args.out or Path("reports") / "audio" / name / "corpora", **_hf_kw(args))
         for r in res["corpora"]:

@@ -119,10 +119,11 @@ def _load_corpora(cfg: AudioTrainCfg, classes: tuple[str, ...], use_cache: bool)
     if d.corpus_weights is not None and len(d.corpus_weights) != len(d.corpora or []):
         raise DatasetError(f"data.corpus_weights has {len(d.corpus_weights)} values for {len(d.corpora or [])} corpora")
     clips = load_speech_corpora(list(d.corpora or []), d.root)
-    unknown = sorted({c.label for c in clips} - set(classes))
+    labelled = {c.label for c in clips}
+    unknown = sorted(labelled - set(classes))
     if unknown:
         raise DatasetError(f"labels {unknown} are not among the model's {len(classes)} classes {list(classes)}")
-    never = [k for k in classes if k not in {c.label for c in clips}]
+    never = [k for k in classes if k not in labelled]
     if never:  # its logit would never be trained, yet a shipped model would predict it
         raise DatasetError(f"class(es) {never} of the {len(classes)}-class model are labelled by none of the corpora "
                            f"{list(d.corpora or [])}: add a corpus that labels them, or use model.num_classes=7 "
